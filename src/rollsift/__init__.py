@@ -1,0 +1,3 @@
+"""rollsift: spend RLVR rollouts only where they pay."""
+
+__version__ = "0.1.0"

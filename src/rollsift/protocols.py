@@ -1,0 +1,201 @@
+"""The small protocols rollsift's pieces meet at.
+
+Third parties implement these structurally (``typing.Protocol``): no base class to inherit.
+Every stateful strategy also offers ``state_dict() / load_state_dict(d) / metrics()``; its
+randomness comes from its own seeded generator, which is part of its state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
+
+from .records import (
+    Completion,
+    Context,
+    Decision,
+    FilterResult,
+    Group,
+    Prompt,
+    PromptStats,
+    RewardResult,
+    Selection,
+    TrainBatch,
+)
+
+
+@runtime_checkable
+class Stateful(Protocol):
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
+
+    def metrics(self) -> dict[str, float]: ...
+
+
+@runtime_checkable
+class LedgerView(Protocol):
+    """Read side of the ledger, as strategies see it."""
+
+    def get(self, prompt_id: str) -> PromptStats: ...
+
+    def lookup(self, prompt_ids: Sequence[str]) -> "PromptArrays": ...
+
+
+@dataclass(frozen=True)
+class PromptArrays:
+    """Vectorised ``PromptStats`` for many prompts at once (all arrays [P], numpy).
+
+    ``last_accuracy`` is NaN for prompts never rolled out.
+    """
+
+    rollouts: Any
+    skips: Any
+    last_accuracy: Any
+    last_step: Any
+    trailing_all_correct: Any
+    trailing_all_wrong: Any
+
+
+@runtime_checkable
+class Ledger(LedgerView, Protocol):
+    """Append-only record of what every prompt did (see rollsift.ledger)."""
+
+    def record_selection(self, decisions: Sequence[Decision], ctx: Context) -> None: ...
+
+    def record_groups(self, groups: Sequence[Group], ctx: Context, purpose: str = "train") -> None: ...
+
+    def record_filter(self, name: str, result: FilterResult, ctx: Context) -> None: ...
+
+    def record_step(self, step: int, metrics: Mapping[str, float]) -> None: ...
+
+
+@runtime_checkable
+class PromptSelector(Stateful, Protocol):
+    """Chooses prompts before rollout.
+
+    ``scope`` is "stream" when the selector filters candidate chunks of the epoch stream (GRESO,
+    uniform) or "pool" when it ranks the whole pool every call (DOTS).
+    """
+
+    scope: str
+
+    def ask(
+        self, candidates: Sequence[Prompt], budget: int, ledger: LedgerView, ctx: Context
+    ) -> Selection: ...
+
+    def tell(self, groups: Sequence[Group], ledger: LedgerView, ctx: Context) -> None: ...
+
+
+@runtime_checkable
+class ProbingSelector(PromptSelector, Protocol):
+    """A selector that wants some prompts rolled out for information (DOTS's reference set).
+
+    The pipeline calls ``probe`` at the start of a step, rolls the returned prompts out under the
+    current policy (their cost is counted), records them in the ledger with purpose "probe", and
+    hands the groups to ``tell`` before ``ask``.
+    """
+
+    def probe(self, pool: Sequence[Prompt], ledger: LedgerView, ctx: Context) -> Sequence[Prompt]: ...
+
+
+@runtime_checkable
+class GroupFilter(Stateful, Protocol):
+    """Post-rollout filter: keeps, drops or edits groups (DAPO dynamic sampling, PODS)."""
+
+    name: str
+
+    def apply(self, groups: Sequence[Group], ctx: Context) -> FilterResult: ...
+
+
+@dataclass
+class PartialBatch:
+    """What a pruner sees of the rollouts in flight, every ``poll_every`` tokens.
+
+    Rows are completions; ``group_of[r]`` is the prompt group of row r (index into the prompts).
+    ``token_ids`` [R, t] holds the tokens generated so far (right-padded), ``active`` [R] marks rows
+    still generating, ``hidden`` [R, H] is the policy's last-layer hidden state at each row's last
+    generated token (present when the pruner asked for hidden states).
+    """
+
+    step_tokens: int
+    group_of: Any
+    token_ids: Any
+    lengths: Any
+    active: Any
+    hidden: Any = None
+
+
+@runtime_checkable
+class RolloutPruner(Stateful, Protocol):
+    """Stops rollouts during generation.
+
+    ``over_sample``: the generator starts ``ceil(n * over_sample)`` rollouts per prompt; the pruner
+    must leave at most ``n`` alive per group by the end. ``poll_every`` is in generated tokens.
+    ``prune`` returns a boolean keep mask [R]; rows set to False stop (status "pruned").
+    """
+
+    over_sample: float
+    poll_every: int
+    needs_hidden_states: bool
+
+    def prune(self, partial: PartialBatch, ctx: Context) -> Any: ...
+
+    def observe(self, groups: Sequence[Group], ctx: Context) -> None: ...
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How completions are sampled.
+
+    temperature: softmax temperature (0 means greedy).
+    top_p: nucleus mass kept (1.0 keeps all).
+    max_new_tokens: per-completion length limit.
+    """
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 64
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """Produces ``n`` completions for each prompt; ``out[i]`` are the completions of ``prompts[i]``."""
+
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        n: int,
+        sampling: SamplingParams,
+        pruner: RolloutPruner | None = None,
+        ctx: Context | None = None,
+    ) -> list[list[Completion]]: ...
+
+
+RewardFn = Callable[[Prompt, Completion], RewardResult]
+
+
+@runtime_checkable
+class Learner(Stateful, Protocol):
+    """Updates the policy from a TrainBatch and returns metrics."""
+
+    policy_version: int
+
+    def update(self, batch: TrainBatch, ctx: Context) -> dict[str, float]: ...
+
+
+@runtime_checkable
+class ReplayBuffer(Stateful, Protocol):
+    """Keeps recent informative groups for reuse, bounded by size and by staleness."""
+
+    def add(self, groups: Sequence[Group], policy_version: int) -> None: ...
+
+    def sample(self, k: int, policy_version: int) -> list[Group]: ...
