@@ -1,0 +1,1 @@
+"""Post-rollout group filters (see rollsift.config.FILTERS for the registry)."""
