@@ -69,6 +69,10 @@ class Ledger(LedgerView, Protocol):
 
     def record_step(self, step: int, metrics: Mapping[str, float]) -> None: ...
 
+    def register_pool(self, prompt_ids: Sequence[str], labels: Sequence[Any] | None = None) -> None: ...
+
+    def rollback(self, after_step: int) -> int: ...
+
 
 @runtime_checkable
 class PromptSelector(Stateful, Protocol):

@@ -1,0 +1,198 @@
+"""SQLite ledger: the default, one file per run (``RUN/ledger.sqlite``), stdlib ``sqlite3`` only.
+
+Crash safety. The file is in WAL mode; every ``record_*`` call is one transaction, committed before
+it returns, so a SIGKILL leaves the file consistent and holding every call that returned (a
+transaction cut short is discarded by SQLite on the next open). ``synchronous=NORMAL``: a commit
+does not wait for fsync, which is what makes appends fast; after a power loss or an OS crash the
+last commits may be missing, never half-written. That loss would matter only for events the
+trainer's checkpoint already counts on, so ``record_step`` (written last in a step, right before a
+checkpoint) commits with ``synchronous=FULL``: the WAL is fsynced there, and with it every event
+before. ``sync()`` is the same barrier on demand.
+
+The file is self-describing: the views ``live_groups``, ``live_selections``, ``live_filters`` and
+``live_steps`` apply the rollback rule, for anyone reading it with the sqlite3 shell or pandas.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from .state import COLUMNS, LedgerBase, _json_default
+
+SCHEMA_VERSION = 1
+TABLES = {"groups": "group_events", "selections": "selection_events", "filters": "filter_events",
+          "steps": "step_events"}
+LIVE_VIEWS = {"groups": "live_groups", "selections": "live_selections", "filters": "live_filters",
+              "steps": "live_steps"}
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+-- one row per attempt; attempt b > 0 was started by rollback(after_step); see cutoffs
+CREATE TABLE IF NOT EXISTS attempts (attempt INTEGER PRIMARY KEY, after_step INTEGER, started REAL);
+-- one row per register_pool call: JSON arrays of ids and labels (labels NULL when none given);
+-- the pool is the union, a later non-null label winning (read with json_each in SQL)
+CREATE TABLE IF NOT EXISTS pool (seq INTEGER PRIMARY KEY, ids TEXT NOT NULL, labels TEXT);
+CREATE TABLE IF NOT EXISTS group_events (
+    id INTEGER PRIMARY KEY, attempt INTEGER NOT NULL, step INTEGER NOT NULL, round INTEGER NOT NULL,
+    epoch INTEGER NOT NULL, prompt_id TEXT NOT NULL, purpose TEXT NOT NULL, n INTEGER NOT NULL,
+    n_correct INTEGER NOT NULL, accuracy REAL NOT NULL, mean REAL NOT NULL, std REAL NOT NULL,
+    policy_version INTEGER NOT NULL, pruned INTEGER NOT NULL,
+    rewards BLOB NOT NULL,  -- n little-endian float64
+    correct BLOB NOT NULL,  -- n bytes, 0 or 1
+    lengths BLOB NOT NULL   -- n little-endian int32, completion lengths in tokens
+);
+CREATE TABLE IF NOT EXISTS selection_events (
+    id INTEGER PRIMARY KEY, attempt INTEGER NOT NULL, step INTEGER NOT NULL, round INTEGER NOT NULL,
+    epoch INTEGER NOT NULL, prompt_id TEXT NOT NULL, kept INTEGER NOT NULL, reason TEXT, prob REAL
+);
+CREATE TABLE IF NOT EXISTS filter_events (
+    id INTEGER PRIMARY KEY, attempt INTEGER NOT NULL, step INTEGER NOT NULL, round INTEGER NOT NULL,
+    name TEXT NOT NULL, prompt_id TEXT NOT NULL, kept INTEGER NOT NULL, reason TEXT, n INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS step_events (
+    id INTEGER PRIMARY KEY, attempt INTEGER NOT NULL, step INTEGER NOT NULL, metrics TEXT NOT NULL
+);
+-- the rollback rule: an attempt's events are live up to the smallest after_step of any later attempt
+CREATE VIEW IF NOT EXISTS cutoffs AS
+    SELECT a.attempt, (SELECT MIN(b.after_step) FROM attempts b WHERE b.attempt > a.attempt) AS cutoff
+    FROM attempts a;
+"""
+for _k, _t in TABLES.items():
+    SCHEMA += (f"CREATE VIEW IF NOT EXISTS {LIVE_VIEWS[_k]} AS SELECT e.* FROM {_t} e JOIN cutoffs c "
+               f"USING (attempt) WHERE c.cutoff IS NULL OR e.step <= c.cutoff;\n")
+
+
+class SqliteLedger(LedgerBase):
+    """``readonly=True`` opens an existing file without writing to it (``ledger show`` on a live run)."""
+
+    def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.readonly = readonly
+        if readonly:
+            if not self.path.is_file():
+                raise FileNotFoundError(f"no ledger at {str(self.path)!r}")
+            uri = "file:" + urllib.parse.quote(str(self.path.resolve())) + "?mode=ro"
+            self._db = sqlite3.connect(uri, uri=True, isolation_level=None)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(self.path), isolation_level=None)
+        db = self._db
+        db.execute("PRAGMA busy_timeout = 10000")
+        if not readonly:
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = NORMAL")
+            with _transaction(db):  # not executescript, which commits on its own
+                for stmt in SCHEMA.split(";\n"):
+                    if stmt.strip():
+                        db.execute(stmt)
+                db.execute("INSERT OR IGNORE INTO attempts VALUES (0, NULL, ?)", (time.time(),))
+                db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        version = self.get_meta("schema")
+        if version != SCHEMA_VERSION:
+            raise ValueError(f"{str(self.path)!r}: ledger schema {version!r}, this rollsift reads {SCHEMA_VERSION}")
+        self.attempt = db.execute("SELECT MAX(attempt) FROM attempts").fetchone()[0]
+        cols = {k: ", ".join(c) for k, c in COLUMNS.items()}
+        self._insert = {k: f"INSERT INTO {TABLES[k]} ({cols[k]}) VALUES ({', '.join('?' * len(COLUMNS[k]))})"
+                        for k in COLUMNS}
+
+    # ------------------------------------------------------------------ storage hooks
+    def _append(self, table: str, rows: list[tuple]) -> None:
+        if not rows:
+            return
+        db = self._db
+        durable = table == "steps"
+        if durable:
+            db.execute("PRAGMA synchronous = FULL")
+        try:
+            with _transaction(db):
+                db.executemany(self._insert[table], rows)
+        finally:
+            if durable:
+                db.execute("PRAGMA synchronous = NORMAL")
+
+    def _rows(self, table: str, columns: Sequence[str], include_rolled_back: bool) -> Iterator[tuple]:
+        cols = ", ".join(f"e.{c}" for c in columns)
+        live = "(c.cutoff IS NULL OR e.step <= c.cutoff)"
+        sql = f"SELECT {cols}, {live} FROM {TABLES[table]} e JOIN cutoffs c USING (attempt)"
+        if not include_rolled_back:
+            sql += f" WHERE {live}"
+        return self._db.execute(sql + " ORDER BY e.id")
+
+    def _register(self, ids: list[str], labels: list[Any] | None) -> None:
+        ids_json = json.dumps(ids)
+        labels_json = None if labels is None else json.dumps(labels, default=_json_default)
+        digest = hashlib.sha256(f"{ids_json}\n{labels_json}".encode()).hexdigest()
+        if self.get_meta("pool_sha256") == digest:  # the same pool again (every resume registers it)
+            return
+        with _transaction(self._db):
+            self._db.execute("INSERT INTO pool (ids, labels) VALUES (?, ?)", (ids_json, labels_json))
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('pool_sha256', ?)", (json.dumps(digest),))
+
+    def _pool(self) -> tuple[list[str], list[Any]]:
+        pool: dict[str, Any] = {}
+        for ids_json, labels_json in self._db.execute("SELECT ids, labels FROM pool ORDER BY seq"):
+            ids = json.loads(ids_json)
+            labels = [None] * len(ids) if labels_json is None else json.loads(labels_json)
+            if not pool:
+                pool = dict(zip(ids, labels))
+                continue
+            for pid, lab in zip(ids, labels):
+                if lab is not None or pid not in pool:
+                    pool[pid] = lab
+        return list(pool), list(pool.values())
+
+    def _new_attempt(self, after_step: int) -> int:
+        db = self._db
+        with _transaction(db):
+            attempt = db.execute("SELECT MAX(attempt) + 1 FROM attempts").fetchone()[0]
+            db.execute("INSERT INTO attempts VALUES (?, ?, ?)", (attempt, after_step, time.time()))
+        return attempt
+
+    def _attempts(self) -> list[tuple[int, int | None]]:
+        return [tuple(r) for r in self._db.execute("SELECT attempt, after_step FROM attempts ORDER BY attempt")]
+
+    # ------------------------------------------------------------------ metadata and lifetime
+    def set_meta(self, key: str, value: Any) -> None:
+        """Run metadata (JSON-encodable); not tied to a step, so never rolled back."""
+        with _transaction(self._db):
+            text = json.dumps(value, default=_json_default)
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, text))
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return default if row is None else json.loads(row[0])
+
+    def sync(self) -> None:
+        """Durability barrier: fsync the WAL, and with it every event written so far."""
+        self._db.execute("PRAGMA synchronous = FULL")
+        try:
+            self.set_meta("synced_at", time.time())
+        finally:
+            self._db.execute("PRAGMA synchronous = NORMAL")
+
+    def integrity_check(self) -> str:
+        """SQLite's ``PRAGMA integrity_check``: "ok" for a sound file."""
+        return self._db.execute("PRAGMA integrity_check").fetchone()[0]
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class _transaction:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK when the body raises."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, *_: Any) -> None:
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
