@@ -1,0 +1,1 @@
+"""Pre-rollout prompt selectors (see rollsift.config.SELECTORS for the registry)."""

@@ -1,0 +1,1 @@
+"""Simulation of prompt-difficulty dynamics: answers in seconds what a real run answers in hours."""
