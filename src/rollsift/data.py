@@ -198,7 +198,8 @@ def _from_solution(solution: Any) -> str:
                     "add an 'answer' field with the final answer, or end the solution with \\boxed{...}")
 
 
-def _content_id(text: str | None, messages: tuple[dict, ...] | None) -> str:
+def content_id(text: str | None, messages: tuple[dict, ...] | None) -> str:
+    """The stable id of a row without one: a short sha1 of its canonical prompt."""
     body = {"text": text} if messages is None else {"messages": list(messages)}
     canon = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha1(canon.encode("utf-8")).hexdigest()[:16]
@@ -234,7 +235,7 @@ def _trl_row(row: Mapping) -> Prompt:
     else:
         raise _RowError("answer", f"missing: no 'answer' or 'solution' (row has {_show(sorted(row))})",
                         "add an 'answer' field with the final answer, e.g. \"42\"")
-    pid = _explicit_id(row) or _content_id(text, messages)
+    pid = _explicit_id(row) or content_id(text, messages)
     return Prompt(id=pid, answer=answer, text=text, messages=messages, meta=_jsonable(meta))
 
 
@@ -260,7 +261,7 @@ def _verl_row(row: Mapping) -> Prompt:
                         "number the rows with integers")
     pid = _explicit_id(row)
     if pid is None:
-        pid = f"{source}/{index}" if source is not None and index is not None else _content_id(text, messages)
+        pid = f"{source}/{index}" if source is not None and index is not None else content_id(text, messages)
     meta = {k: v for k, v in row.items() if k not in ("prompt", "id", "reward_model") and v is not None}
     rest = {k: v for k, v in rm.items() if k != "ground_truth" and v is not None}
     if rest:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence
 
 from .protocols import Generator, GroupFilter, Ledger, PromptSelector, RolloutPruner, SamplingParams
-from .records import PRUNED, Completion, Context, Group, Prompt, RewardResult, Selection
+from .records import Completion, Context, Group, Prompt, RewardResult, Selection
 from .stream import EpochStream
 
 ScoreFn = Callable[[Prompt, Sequence[Completion]], Sequence[RewardResult]]
@@ -68,16 +68,19 @@ class RolloutPipeline:
         self.carry: deque[Group] = deque()
         self.zero_variance_rate = 0.0  # last round's, for sizing the next (GRESO)
         self.pool_consumed = 0  # fresh prompts drawn by a pool-scoped selector
+        self._step_ids: set[str] = set()  # prompts already in this step's batch
 
     # ------------------------------------------------------------------ one step
     def collect(self, ctx: Context) -> Collected:
         m: dict[str, float] = {k: 0.0 for k in _COUNTERS}
         timer = _Timer(m)
+        self._step_ids: set[str] = set()
         probes = self._probe(ctx, m, timer)
 
         n_replay = self._replay_quota(ctx)
         target = self.batch_size - n_replay
         kept: list[Group] = self._take_carry(ctx, m)
+        self._step_ids.update(g.prompt_id for g in kept)
         generated: list[Group] = []
         rounds = 0
         while len(kept) < target:
@@ -171,16 +174,22 @@ class RolloutPipeline:
         epochs: list[int] = []
         examined, limit = 0, 2 * len(self.pool)  # a selector that skips everything cannot spin forever
         while len(chosen) < size and examined < limit:
-            cands = self.stream.chunk(size - len(chosen))
+            raw = self.stream.chunk(size - len(chosen))
+            # A prompt already rolled out this step (tiny pools wrap around mid-step) is passed over.
+            cands = [p for p in raw if p.id not in self._step_ids]
             ectx = replace(ctx, epoch=self.stream.epoch)
             sel: Selection = self.selector.ask(cands, size - len(chosen), self.ledger, ectx)
             _check_prefix(sel, cands)
-            self.stream.consume(len(sel.decisions))
+            k = len(sel.decisions)
+            last = cands[k - 1].id if k else None
+            consumed = next((i + 1 for i, p in enumerate(raw) if p.id == last), 0) if k < len(cands) else len(raw)
+            self.stream.consume(consumed)
             self.ledger.record_selection(sel.decisions, ectx)
-            examined += len(sel.decisions)
+            examined += consumed
             chosen += sel.chosen
+            self._step_ids.update(p.id for p in sel.chosen)
             epochs += [self.stream.epoch] * len(sel.chosen)
-            if not sel.decisions:
+            if not consumed:
                 break
         return chosen, epochs
 

@@ -1,0 +1,175 @@
+"""The ``rollsift`` command line. Parsing only: heavy modules are imported by the command that runs.
+
+    rollsift train [--config F ...] [--set key=value ...] [--resume] [--explain]
+    rollsift eval --model PATH|testbed [--data F] [--samples K] [--vote majority|quality]
+    rollsift testbed build [--out DIR] [--minutes M] | testbed regime [--model PATH]
+    rollsift ledger show RUN [--json]
+    rollsift bench generate [...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .config import build_config
+
+    cfg = build_config(args.config, args.set)
+    if args.explain:
+        return _explain()
+    from .summary import format_summary
+    from .train import train
+
+    summary = train(cfg, resume=args.resume, overwrite=args.overwrite)
+    print(format_summary(summary))
+    print(f"run directory: {cfg.out}")
+    return 0
+
+
+def _explain() -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .config import FILTERS, PRUNERS, SELECTORS, RunConfig
+    from .configlib import explain, load_class
+
+    table = Table("key", "default", "meaning", show_lines=False)
+    for key, default, text in explain(RunConfig):
+        table.add_row(key, default, text)
+    for section, registry in (("selector", SELECTORS), ("pruner", PRUNERS), ("filter", FILTERS)):
+        for name, spec in registry.items():
+            if spec is None:
+                continue
+            try:
+                cls = load_class(spec)
+            except (ImportError, AttributeError):
+                continue
+            prefix = {"filter": name}.get(section, section)
+            for key, default, text in explain(cls, prefix):
+                if not key.endswith(".type"):
+                    table.add_row(key, default, f"[{section} '{name}'] {text}")
+    Console().print(table)
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .evalcmd import main
+
+    return main(args)
+
+
+def _testbed(args: argparse.Namespace) -> int:
+    from .testbed import build as tb
+
+    if args.testbed_cmd == "build":
+        tb.main_build(args)
+    else:
+        tb.main_regime(args)
+    return 0
+
+
+def _ledger(args: argparse.Namespace) -> int:
+    from .ledger.show import main
+
+    return main([args.run] + (["--json"] if args.json else [])) or 0
+
+
+def _bench(args: argparse.Namespace, rest: list[str]) -> int:
+    if args.bench_cmd == "generate":
+        from .generate.bench import main
+
+        return main(rest) or 0
+    if args.bench_cmd == "trl":
+        from .integrations.trl_bench import main
+
+        return main(rest) or 0
+    raise SystemExit(f"unknown bench {args.bench_cmd!r}")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rollsift", description="Spend RLVR rollouts only where they pay.")
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = p.add_subparsers(dest="cmd")
+
+    t = sub.add_parser("train", help="train with the reference GRPO/DAPO loop")
+    t.add_argument("--config", action="append", default=[], metavar="FILE", help="TOML run file (repeatable; later wins)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config key")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest")
+    t.add_argument("--overwrite", action="store_true", help="start over in an OUT that already holds a run")
+    t.add_argument("--explain", action="store_true", help="list every config key with its default and meaning")
+
+    e = sub.add_parser("eval", help="held-out accuracy of a model (sampled, greedy, voting)")
+    e.add_argument("--model", default="testbed", help="'testbed' or a local from_pretrained directory")
+    e.add_argument("--data", default="testbed", help="'testbed' or a local .jsonl/.parquet file")
+    e.add_argument("--size", type=int, default=None, help="use only the first N prompts")
+    e.add_argument("--samples", type=int, default=4, help="samples per prompt")
+    e.add_argument("--temperature", type=float, default=1.0)
+    e.add_argument("--max-new-tokens", type=int, default=64)
+    e.add_argument("--vote", choices=["none", "majority", "quality"], default="none",
+                   help="also report the accuracy of a vote over the samples")
+    e.add_argument("--head", default=None, help="quality-head file for --vote quality (from a run's checkpoint)")
+    e.add_argument("--device", default="auto")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    tb = sub.add_parser("testbed", help="the embedded tiny testbed")
+    tbs = tb.add_subparsers(dest="testbed_cmd", required=True)
+    b = tbs.add_parser("build", help="warm-start the tiny model by supervised fine-tuning and write it")
+    b.add_argument("--out", default=None, help="output directory (default: the package's shipped checkpoint)")
+    b.add_argument("--steps", type=int, default=None, help="SFT steps (default: the shipped recipe)")
+    b.add_argument("--seed", type=int, default=0)
+    r = tbs.add_parser("regime", help="measure all-correct / all-wrong / mixed group shares at a checkpoint")
+    r.add_argument("--model", default="testbed")
+    r.add_argument("--prompts", type=int, default=1024)
+    r.add_argument("--n", type=int, default=8)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--json", default=None, metavar="FILE", help="also write the figures as JSON")
+
+    lg = sub.add_parser("ledger", help="inspect a run's ledger")
+    lgs = lg.add_subparsers(dest="ledger_cmd", required=True)
+    ls = lgs.add_parser("show", help="prompt states, skips, and GRESO's temporal statistics")
+    ls.add_argument("run", help="run directory or ledger.sqlite")
+    ls.add_argument("--json", action="store_true")
+
+    be = sub.add_parser("bench", help="micro-benchmarks (options after the name go to the benchmark)")
+    be.add_argument("bench_cmd", choices=["generate", "trl"])
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = parser()
+    args, rest = p.parse_known_args(argv)
+    if args.version:
+        from . import __version__
+
+        print(__version__)
+        return 0
+    if args.cmd is None:
+        p.print_help()
+        return 0
+    if rest and args.cmd != "bench":
+        p.error(f"unrecognized arguments: {' '.join(rest)}")
+    from .configlib import ConfigError
+
+    try:
+        if args.cmd == "train":
+            return _train(args)
+        if args.cmd == "eval":
+            return _eval(args)
+        if args.cmd == "testbed":
+            return _testbed(args)
+        if args.cmd == "ledger":
+            return _ledger(args)
+        if args.cmd == "bench":
+            return _bench(args, rest)
+    except ConfigError as e:
+        print(f"rollsift: configuration error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

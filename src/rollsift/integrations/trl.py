@@ -1,0 +1,609 @@
+"""rollsift inside TRL's ``GRPOTrainer``: prompt selection, the ledger, group filters, metrics.
+
+Pinned to ``trl==1.16.0`` (``SUPPORTED_TRL_VERSIONS``): the adapter wraps private methods of
+``GRPOTrainer`` that change between releases, so importing it with another TRL raises, unless
+``ROLLSIFT_TRL_UNSUPPORTED_OK=1`` is set. Switching it on::
+
+    from rollsift.integrations.trl import RollsiftConfig, RollsiftGRPOTrainer, RollsiftReward, to_trl_dataset
+
+    trainer = RollsiftGRPOTrainer(
+        model=path, args=GRPOConfig(...), train_dataset=to_trl_dataset(prompts),
+        reward_funcs=[RollsiftReward(MathReward())],
+        rollsift=RollsiftConfig(selector="greso", filters=("dynamic",), ledger="out/ledger.sqlite"),
+    )
+
+Where it hooks in. Every override calls TRL's own method and edits its input or its output;
+no TRL method body is copied (TRL removed a replay-buffer trainer whose copy had drifted).
+
+* ``_generate_and_score_completions(inputs)``, before TRL: the unique prompts of the global
+  generation batch (every ``num_generations``-th row, gathered from all processes) are the
+  selector's candidates; skipped ones are replaced by candidates from the adapter's own epoch
+  stream (seeded identically on every process), keeping the number of unique prompts and the
+  ``[p0]*G + [p1]*G + ...`` layout TRL's advantage code relies on. A pool-scoped selector (DOTS)
+  picks from the whole pool; a probing one gets its reference prompts rolled out by TRL's own
+  ``_generate`` first.
+* ``_calculate_rewards``: TRL gathers every process's rewards to every process; the adapter keeps
+  them. After TRL, the adapter gathers the completions and the correctness flags that
+  ``RollsiftReward`` recorded, writes one ledger group per prompt (on every process, so every
+  process's ledger replica and every selector decision agree), runs the filters and tells the
+  selector.
+* Filtering keeps tensor shapes: a dropped row (a zero-variance group, a completion PODS leaves
+  out) gets advantage 0 and an all-zero ``completion_mask`` (as TRL's own
+  ``mask_truncated_completions`` does), and ``num_items_in_batch`` is recounted over kept tokens,
+  so token-mean losses (``dapo``, the default; ``cispo``, ``vespo``) average over kept tokens only.
+  Shapes stay because ``split_tensor_dict`` silently drops leftover rows and the advantage code
+  assumes ``G`` rows per prompt. PODS groups get their advantages recomputed on the kept subset
+  (TRL's formula, ``scale_rewards`` respected).
+* ``_compute_loss``: with one process, filtered rows are sliced out of the micro-batch before TRL's
+  loss (their forward/backward is saved; the loss is the same). Row-mean losses (``grpo``,
+  ``dr_grpo``, ``sapo``, ``luspo``) are rescaled so that they average over kept rows, not over all.
+* ``_save_checkpoint`` / ``_load_optimizer_and_scheduler``: the strategies' state goes to
+  ``rollsift_state.json`` in the checkpoint; on resume the ledger is rolled back to it.
+
+What does not carry over from rollsift's own pipeline: TRL generates once per generation batch,
+so dynamic sampling cannot refill (``max_rounds``, ``carry_over`` and ``at_cap`` are unused; a
+filtered batch trains on fewer groups); rollout pruning (a ``RolloutPruner``) is not available
+because neither TRL generation path lets a caller stop sequences mid-flight. See
+docs/integrations/trl.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, is_dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from ..configlib import ConfigError, doc, load_class
+from ..records import LENGTH, STOP, Completion, Context, Decision, Group, Prompt
+from ..stream import EpochStream
+
+SUPPORTED_TRL_VERSIONS = ("1.16.0",)
+VERSION_OVERRIDE_ENV = "ROLLSIFT_TRL_UNSUPPORTED_OK"
+
+
+def _check_trl_version() -> str:
+    import trl
+
+    found = getattr(trl, "__version__", "unknown")
+    if found not in SUPPORTED_TRL_VERSIONS and os.environ.get(VERSION_OVERRIDE_ENV) != "1":
+        raise ImportError(
+            f"rollsift.integrations.trl is tested with trl=={' or '.join(SUPPORTED_TRL_VERSIONS)} and wraps "
+            f"private GRPOTrainer methods that change between releases; found trl=={found}. Install the pinned "
+            f"version (pip install 'rollsift[trl]'), or set {VERSION_OVERRIDE_ENV}=1 to try this one anyway."
+        )
+    return found
+
+
+TRL_VERSION = _check_trl_version()
+
+from accelerate.utils import gather_object  # noqa: E402  (after the version check, on purpose)
+from trl import GRPOTrainer  # noqa: E402
+from trl.trainer.utils import nanstd  # noqa: E402
+
+KEEP_KEY = "rollsift_keep"  # per-row keep flags [B] carried in TRL's batch dict to _compute_loss
+STATE_FILE = "rollsift_state.json"
+ROW_MEAN_LOSSES = ("grpo", "dr_grpo", "sapo", "luspo")  # normalised by the number of rows
+# Per-row tensors of TRL's batch dict ([B, ...]); with anything else present rows are not sliced.
+_PER_ROW = {"prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "advantages", "old_per_token_logps",
+            "ref_per_token_logps", "sampling_per_token_logps", "importance_sampling_ratio", "tool_mask",
+            "token_type_ids", "mm_token_type_ids"}
+_SCALAR = {"num_items_in_batch"}
+from .trl_data import _TRL_REWARD_KWARGS, RollsiftReward, _prompt_record, content_id, to_trl_dataset  # noqa: E402,F401
+
+
+@dataclass
+class RollsiftConfig:
+    """What the adapter does inside ``GRPOTrainer``; the defaults change nothing but keep a ledger."""
+
+    selector: Any = doc(
+        "A PromptSelector, a selector config (e.g. GresoConfig(p_easy=0.3)) or a registry name "
+        "('uniform', 'greso', 'dots'); None rolls out TRL's prompts as drawn.", None)
+    filters: Sequence[Any] = doc(
+        "Post-rollout filters, applied in order: GroupFilter objects, their configs, or registry names "
+        "('dynamic' drops zero-variance groups, 'pods' down-samples each group).", ())
+    ledger: Any = doc(
+        "A rollsift Ledger, a path (a SQLite file, opened with rollsift.ledger.open_ledger on the main process; "
+        "other processes keep in-memory replicas; with several processes give a path, not an object), or None "
+        "for an in-memory ledger.", None)
+    id_column: str = doc("Dataset column with stable prompt ids; without it ids are content hashes of 'prompt'.", "id")
+    answer_column: str = doc("Dataset column with the gold answer (for the prompt records).", "answer")
+    correct_threshold: float | None = doc(
+        "Used only when no RollsiftReward is among the reward functions: a completion counts as correct when "
+        "its weighted total reward is >= this.", None)
+    drop_filtered_rows: bool = doc(
+        "With one process, leave filtered rows out of the loss's forward/backward (same loss, less compute).", True)
+    seed: int | None = doc("Seed of the strategies and of the replacement stream; None uses GRPOConfig.seed.", None)
+    max_examined: float = doc(
+        "Cap on candidates a selector may examine per generation batch, in multiples of the pool size; past it "
+        "the batch is completed with skipped candidates (decision reason 'fill').", 2.0)
+
+    def __post_init__(self) -> None:
+        if not self.max_examined > 0:
+            raise ConfigError(f"rollsift.max_examined must be > 0, got {self.max_examined!r}")
+        if isinstance(self.filters, (str, bytes)) or not isinstance(self.filters, Sequence):
+            raise ConfigError(f"rollsift.filters must be a list, e.g. ['dynamic'], got {self.filters!r}")
+
+
+# ---------------------------------------------------------------------------------- the adapter
+
+
+def _build(spec: Any, registry: Mapping[str, str | None], seed: int, kind: str) -> Any:
+    """A strategy object from an object, a config dataclass or a registry name."""
+    if spec is None or (not isinstance(spec, str) and not is_dataclass(spec)):
+        return spec
+    if isinstance(spec, str):
+        if spec not in registry:
+            raise ConfigError(f"{kind} {spec!r} is not known; choose one of {sorted(registry)}")
+        spec = load_class(registry[spec])()
+    strategy = getattr(type(spec), "strategy", None)
+    if strategy is None:
+        raise ConfigError(f"{type(spec).__name__} names no strategy class; pass the {kind} object itself")
+    return load_class(strategy)(spec, seed=seed)
+
+
+def _open_ledger(spec: Any, is_main: bool) -> Any:
+    if spec is not None and not isinstance(spec, (str, os.PathLike)):
+        return spec
+    from ..ledger import MemoryLedger, open_ledger
+
+    return open_ledger(spec) if spec is not None and is_main else MemoryLedger()
+
+
+class TRLRollsift:
+    """The adapter's state and logic; ``trainer.rollsift`` holds one. Every process runs the same
+    decisions on the same (gathered) data, so nothing here is broadcast."""
+
+    def __init__(self, trainer: GRPOTrainer, cfg: RollsiftConfig) -> None:
+        from ..config import FILTERS, SELECTORS
+
+        self.t, self.cfg = trainer, cfg
+        args = trainer.args
+        seed = args.seed if cfg.seed is None else cfg.seed
+        self.G = trainer.num_generations
+        self.selector = _build(cfg.selector, SELECTORS, seed, "selector")
+        self.filters = [_build(f, FILTERS, seed, "filter") for f in cfg.filters]
+        self.ledger = _open_ledger(cfg.ledger, trainer.accelerator.is_main_process)
+        self.reward = next((f for f in trainer.reward_funcs if isinstance(f, RollsiftReward)), None)
+        self._check(trainer)
+        self.pool, self.index = self._read_pool(trainer.train_dataset)
+        self.by_id = {p.id: p for p in self.pool}
+        if hasattr(self.ledger, "register_pool"):
+            self.ledger.register_pool([p.id for p in self.pool])
+        self.stream = EpochStream(self.pool, seed)
+        # rollsift's step: one per generation batch (TRL's global_step in TRL's default layout)
+        self.generation = 0
+        self.totals = {"rollouts": 0, "groups": 0, "informative_groups": 0, "kept_rows": 0, "probe_rollouts": 0}
+        self.kept_rows = 0  # kept rows of the current generation batch, all processes
+        self._captured: dict[str, Any] | None = None
+        self._batch: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ setup
+    def _check(self, t: GRPOTrainer) -> None:
+        from datasets import Dataset
+
+        if not isinstance(t.train_dataset, Dataset):
+            raise ValueError(f"the rollsift adapter needs a map-style datasets.Dataset (it fetches replacement prompts "
+                             f"by index); got {type(t.train_dataset).__name__}")
+        if "prompt" not in t.train_dataset.column_names:
+            raise ValueError(f"the train dataset needs a 'prompt' column; it has {t.train_dataset.column_names}")
+        if self.reward is None and self.cfg.correct_threshold is None:
+            raise ValueError("the ledger and the filters need per-completion correctness: add a RollsiftReward to "
+                             "reward_funcs, or set RollsiftConfig.correct_threshold")
+        if getattr(self.selector, "scope", "stream") not in ("stream", "pool"):
+            raise ValueError(f"selector scope must be 'stream' or 'pool', got {self.selector.scope!r}")
+        for f in self.filters:
+            m = getattr(getattr(f, "cfg", None), "m", None)
+            if f.name == "pods" and m is not None and m >= self.G:
+                raise ValueError(f"pods.m={m} must be smaller than num_generations={self.G} (PODS keeps m of them)")
+            if f.name == "pods" and t.multi_objective_aggregation != "sum_then_normalize":
+                raise ValueError("PODS recomputes advantages on the kept rewards; it needs "
+                                 "multi_objective_aggregation='sum_then_normalize'")
+        if self.filters and t.loss_type in ROW_MEAN_LOSSES and (t._entropy_bonus_enabled or t.aux_loss_enabled):
+            raise ValueError(f"loss_type={t.loss_type!r} with filters is renormalised by rescaling the loss, which "
+                             "would also rescale the entropy bonus / router aux loss; use loss_type='dapo' or turn "
+                             "those off")
+
+    def _read_pool(self, ds: Any) -> tuple[list[Prompt], dict[str, int]]:
+        cols = [c for c in (self.cfg.id_column, "prompt", self.cfg.answer_column) if c in ds.column_names]
+        pool, index = [], {}
+        for i, row in enumerate(ds.select_columns(cols)):
+            pid = self.row_id(row)
+            if pid in index:
+                continue  # duplicate prompts share one id and one history
+            index[pid] = i
+            pool.append(_prompt_record(pid, row["prompt"], row.get(self.cfg.answer_column, ""), {}))
+        return pool, index
+
+    def row_id(self, row: Mapping[str, Any]) -> str:
+        v = row.get(self.cfg.id_column)
+        return str(v) if v is not None else content_id(row["prompt"])
+
+    # ------------------------------------------------------------------ before generation
+    def before_generation(self, inputs: list[dict]) -> list[dict]:
+        t, acc, G = self.t, self.t.accelerator, self.G
+        t0 = time.perf_counter()
+        local_ids = [self.row_id(x) for x in inputs]
+        global_ids = gather_object(local_ids) if acc.num_processes > 1 else local_ids
+        _check_layout(global_ids, G, "TRL's sampler")
+        ctx = Context(step=self.generation, epoch=int(t.state.epoch or 0), policy_version=t.state.global_step, n=G)
+        metrics: dict[str, float] = {}
+        probes = self._probe(ctx, metrics) if hasattr(self.selector, "probe") else []
+        cands = [self.by_id[pid] for pid in global_ids[::G]]
+        if self.selector is not None:
+            chosen, epochs = self._select(cands, ctx, metrics)
+        else:
+            chosen, epochs = cands, [ctx.epoch] * len(cands)
+        self._batch = {"ctx": ctx, "chosen": chosen, "epochs": epochs, "metrics": metrics, "probes": probes}
+        metrics["time/select"] = time.perf_counter() - t0
+        # The same global list on every process; each keeps its slice, as TRL's sampler would have.
+        by_id = dict(zip(local_ids, inputs))
+        keys = list(inputs[0].keys())
+        rows = [self._row(p.id, by_id, keys) for p in chosen for _ in range(G)]
+        n = len(inputs)
+        return rows[acc.process_index * n:(acc.process_index + 1) * n]
+
+    def _row(self, pid: str, local: Mapping[str, dict], keys: list[str]) -> dict:
+        if pid in local:
+            return local[pid]
+        row = self.t.train_dataset[self.index[pid]]
+        return {k: row[k] for k in keys} if all(k in row for k in keys) else dict(row)
+
+    def _select(self, cands: list[Prompt], ctx: Context, m: dict) -> tuple[list[Prompt], list[int]]:
+        """``len(cands)`` distinct prompts: the selector's picks among TRL's candidates, then among the
+        adapter's stream (or the whole pool for a pool-scoped selector), then skipped ones ('fill')."""
+        budget, sel = len(cands), self.selector
+        chosen: list[Prompt] = []
+        epochs: list[int] = []
+        taken: set[str] = set()
+        examined = skipped = 0
+
+        def ask(cs: list[Prompt], need: int, c: Context) -> int:
+            nonlocal examined, skipped
+            s = sel.ask(cs, need, self.ledger, c)
+            if sel.scope == "stream":
+                _check_prefix(s.decisions, cs)
+            self.ledger.record_selection(s.decisions, c)
+            examined += len(s.decisions)
+            skipped += sum(not d.kept for d in s.decisions)
+            for p in s.chosen:
+                if p.id not in taken and len(chosen) < budget:
+                    taken.add(p.id)
+                    chosen.append(p)
+                    epochs.append(c.epoch)
+            return len(s.decisions)
+
+        if sel.scope == "pool":
+            ask(self.pool, budget, ctx)
+        else:
+            ask(_distinct(cands), budget, ctx)
+            limit = self.cfg.max_examined * len(self.pool)
+            while len(chosen) < budget and examined < limit:
+                need = budget - len(chosen)
+                raw = self.stream.chunk(need)
+                fresh = [p for p in _distinct(raw) if p.id not in taken]
+                if not fresh:  # the whole chunk is already in this batch
+                    self.stream.consume(len(raw))
+                    examined += len(raw)
+                    continue
+                sctx = Context(ctx.step, self.stream.epoch, ctx.round, ctx.policy_version, ctx.n)
+                k = ask(fresh, need, sctx)
+                if k == 0:
+                    break
+                self.stream.consume(len(raw) if k == len(fresh) else raw.index(fresh[k]))
+        fill = [p for p in (*cands, *self.pool) if p.id not in taken][: budget - len(chosen)]
+        if fill:
+            self.ledger.record_selection([Decision(p.id, True, "fill") for p in fill], ctx)
+            chosen += fill
+            epochs += [ctx.epoch] * len(fill)
+        given = {p.id for p in cands}
+        m.update({"select/examined": float(examined), "select/skipped": float(skipped),
+                  "select/replaced": float(sum(p.id not in given for p in chosen)), "select/filled": float(len(fill)),
+                  "select/skip_frac": skipped / examined if examined else 0.0})
+        return chosen, epochs
+
+    def _probe(self, ctx: Context, m: dict) -> list[Group]:
+        """A probing selector's reference prompts, rolled out by TRL's ``_generate`` and scored by TRL's
+        ``_calculate_rewards`` (both called, not copied), recorded with purpose 'probe', then told."""
+        t, acc, G = self.t, self.t.accelerator, self.G
+        pctx = Context(ctx.step, ctx.epoch, -1, ctx.policy_version, G)
+        prompts = list(self.selector.probe(self.pool, self.ledger, pctx))
+        if not prompts:
+            return []
+        k = len(prompts)
+        while (k * G) % acc.num_processes:  # whole groups per process layout; extra copies are ignored
+            k += 1
+        padded = prompts + [prompts[-1]] * (k - len(prompts))
+        rows = [self.t.train_dataset[self.index[p.id]] for p in padded for _ in range(G)]
+        n = len(rows) // acc.num_processes
+        local = rows[acc.process_index * n:(acc.process_index + 1) * n]
+        out = t._generate([r["prompt"] for r in local])
+        completion_ids, completions = out[1], out[3]
+        t._calculate_rewards(local, [r["prompt"] for r in local], completions, completion_ids)
+        groups = self._groups(padded, [ctx.epoch] * len(padded), pctx)[: len(prompts)]
+        self.ledger.record_groups(groups, pctx, purpose="probe")
+        self.selector.tell(groups, self.ledger, pctx)
+        m["cost/probe_rollouts"] = float(len(prompts) * G)
+        self.totals["probe_rollouts"] += len(prompts) * G
+        return groups
+
+    # ------------------------------------------------------------------ after generation
+    def capture(self, completions: list, completion_ids: list, rewards_per_func: torch.Tensor) -> None:
+        """Called from ``_calculate_rewards`` with the local completions and TRL's gathered rewards."""
+        eos = set(self.t.eos_token_ids) | {self.t._tokenizer.pad_token_id}
+        correct = list(self.reward.last_correct) if self.reward is not None else None
+        self._captured = {"completions": completions, "ids": completion_ids, "rewards": rewards_per_func,
+                          "status": [STOP if ids and ids[-1] in eos else LENGTH for ids in completion_ids],
+                          "correct": correct}
+
+    def _groups(self, prompts: list[Prompt], epochs: list[int], ctx: Context) -> list[Group]:
+        """One Group per prompt from the captured (local) completions and (global) rewards."""
+        t, cap, G = self.t, self._captured, self.G
+        if cap is None:
+            raise RuntimeError("TRL's _calculate_rewards was not called for this batch; the adapter cannot see rewards")
+        texts = [c[-1]["content"] if isinstance(c, list) else c for c in cap["completions"]]
+        local = list(zip(map(tuple, cap["ids"]), texts, cap["status"], cap["correct"] or [None] * len(texts)))
+        rows = gather_object(local) if t.accelerator.num_processes > 1 else local
+        total = self._total_rewards(cap["rewards"])  # [B] float
+        if cap["correct"] is None:
+            correct = [bool(r >= self.cfg.correct_threshold) for r in total.tolist()]
+        else:
+            correct = [bool(r[3]) for r in rows]
+        rewards = torch.nan_to_num(total, nan=0.0).tolist()
+        if len(rows) != len(prompts) * G:
+            raise RuntimeError(f"broken group layout: {len(rows)} completions for {len(prompts)} prompts x {G}")
+        groups = []
+        for k, p in enumerate(prompts):
+            s = slice(k * G, (k + 1) * G)
+            comps = tuple(Completion(p.id, i, ids, text, status=st, policy_version=ctx.policy_version)
+                          for i, (ids, text, st, _) in enumerate(rows[s]))
+            groups.append(Group(prompt=p, completions=comps, rewards=tuple(rewards[s]), correct=tuple(correct[s]),
+                                step=ctx.step, round=max(ctx.round, 0), policy_version=ctx.policy_version,
+                                epoch=epochs[k]))
+        self._captured = None
+        return groups
+
+    def _total_rewards(self, rpf: torch.Tensor) -> torch.Tensor:
+        """TRL's weighted sum of the reward functions [B, F] -> [B]; NaN where every function returned None."""
+        w = self.t.reward_weights.to(rpf.device)
+        total = (rpf * w.unsqueeze(0)).nansum(dim=1)
+        total[torch.isnan(rpf).all(dim=1)] = torch.nan
+        return total
+
+    def after_generation(self, output: dict[str, Any]) -> dict[str, Any]:
+        t, b, G = self.t, self._batch, self.G
+        ctx, chosen, m = b["ctx"], b["chosen"], b["metrics"]
+        rpf = self._captured["rewards"] if self._captured is not None else None
+        groups = self._groups(chosen, b["epochs"], ctx)
+        t0 = time.perf_counter()
+        self.ledger.record_groups(groups, ctx, purpose="train")
+        survivors = list(groups)
+        for f in self.filters:
+            result = f.apply(survivors, ctx)
+            self.ledger.record_filter(f.name, result, ctx)
+            survivors = list(result.kept)
+            m.update(f.metrics())
+        if self.selector is not None:
+            self.selector.tell(groups, self.ledger, ctx)
+            m.update(self.selector.metrics())
+        if self.filters:
+            output = self._apply_keep(output, groups, survivors, rpf)
+        else:
+            self.kept_rows = len(groups) * G
+        m["time/filter"] = time.perf_counter() - t0
+        self._account(groups, m)
+        self.ledger.record_step(ctx.step, {**m, "trl/global_step": float(t.state.global_step)})
+        for k, v in m.items():
+            t._metrics["train"][k].append(float(v))
+        self.generation += 1
+        self._batch = None
+        return output
+
+    def _apply_keep(self, output: dict, groups: list[Group], kept: list[Group], rpf: torch.Tensor) -> dict:
+        """Zero the advantages and the completion mask of filtered rows; PODS subsets get their own
+        advantages; ``num_items_in_batch`` counts kept tokens only."""
+        acc, G = self.t.accelerator, self.G
+        B = len(groups) * G
+        keep = torch.zeros(B, dtype=torch.bool)
+        recompute: list[list[int]] = []
+        slot: dict[str, list[int]] = {}
+        for k, g in enumerate(groups):
+            slot.setdefault(g.prompt_id, []).append(k)
+        for g in kept:  # filters keep order; a prompt id names its group position(s) in that order
+            k = slot[g.prompt_id].pop(0)
+            rows = [k * G + c.index for c in g.completions]
+            keep[rows] = True
+            if 0 < len(rows) < G:
+                recompute.append(rows)
+        n = len(output["advantages"])
+        lo = acc.process_index * n
+        keep_local = keep[lo:lo + n].to(output["advantages"].device)
+        adv = torch.where(keep_local, output["advantages"], torch.zeros_like(output["advantages"]))
+        if recompute:
+            new = self._subset_advantages(self._total_rewards(rpf), recompute, keep)
+            for rows in recompute:
+                for r in rows:
+                    if lo <= r < lo + n:
+                        adv[r - lo] = new[r].to(adv.dtype)
+        out = dict(output)
+        out["advantages"] = adv
+        out["completion_mask"] = output["completion_mask"] * keep_local.unsqueeze(1).to(output["completion_mask"].dtype)
+        loss_mask = out["completion_mask"]
+        if output.get("tool_mask") is not None:
+            out["tool_mask"] = output["tool_mask"] * keep_local.unsqueeze(1).to(output["tool_mask"].dtype)
+            loss_mask = loss_mask * out["tool_mask"]
+        out["num_items_in_batch"] = acc.gather(loss_mask.sum()).sum()
+        out[KEEP_KEY] = keep_local
+        self.kept_rows = int(keep.sum())
+        return out
+
+    def _subset_advantages(self, total: torch.Tensor, subsets: list[list[int]], keep: torch.Tensor) -> torch.Tensor:
+        """TRL's advantage formula applied to each kept subset: (r - mean) / (std + 1e-4) with
+        ``scale_rewards='group'``, r - mean with 'none', the kept batch's std with 'batch'."""
+        out = torch.zeros_like(total)
+        scale = self.t.scale_rewards
+        batch_std = nanstd(total[keep.to(total.device)]) if scale == "batch" else None
+        for rows in subsets:
+            r = total[rows]
+            a = r - torch.nanmean(r)
+            if scale == "group":
+                a = a / (nanstd(r) + 1e-4)
+            elif scale == "batch":
+                a = a / (batch_std + 1e-4)
+            out[rows] = torch.nan_to_num(a, nan=0.0)
+        return out
+
+    def _account(self, groups: list[Group], m: dict) -> None:
+        informative = sum(not g.is_zero_variance for g in groups)
+        T = self.totals
+        T["rollouts"] += sum(g.n for g in groups)
+        T["groups"] += len(groups)
+        T["informative_groups"] += informative
+        T["kept_rows"] += self.kept_rows
+        total = T["rollouts"] + T["probe_rollouts"]
+        m.update({
+            "cost/rollouts": float(sum(g.n for g in groups)), "cost/groups": float(len(groups)),
+            "cost/informative_groups": float(informative),
+            "cost/zero_variance_frac": 1.0 - informative / len(groups) if groups else 0.0,
+            "batch/kept_rows_frac": self.kept_rows / max(len(groups) * self.G, 1),
+            "cost/total_rollouts": float(total), "cost/total_informative_groups": float(T["informative_groups"]),
+        })
+        if T["informative_groups"]:  # undefined (not logged) until the first informative group
+            m["cost/rollouts_per_informative_group"] = total / T["informative_groups"]
+
+    # ------------------------------------------------------------------ loss
+    def loss_inputs(self, inputs: dict, keep: torch.Tensor) -> tuple[dict, int]:
+        """TRL's micro-batch without the keep flags, and without filtered rows when that is safe."""
+        inputs = {k: v for k, v in inputs.items() if k != KEEP_KEY}
+        can_slice = (self.cfg.drop_filtered_rows and self.t.accelerator.num_processes == 1
+                     and set(inputs) <= _PER_ROW | _SCALAR)
+        if not can_slice or bool(keep.all()):
+            return inputs, len(keep)
+        idx = keep.nonzero(as_tuple=True)[0]
+        if idx.numel() == 0:
+            idx = torch.zeros(1, dtype=torch.long, device=keep.device)  # one fully masked row: a zero loss with a graph
+        return {k: (v[idx] if k in _PER_ROW and v is not None else v) for k, v in inputs.items()}, int(idx.numel())
+
+    def loss_scale(self, rows: int) -> float:
+        """Row-mean losses divide by the rows they are given; make that the kept rows of the whole
+        generation batch, as ``num_items_in_batch`` does for token-mean losses."""
+        t = self.t
+        if t.loss_type not in ROW_MEAN_LOSSES or not t.model.training:
+            return 1.0
+        return rows * t.accelerator.num_processes * t.args.steps_per_generation / max(self.kept_rows, 1)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        return {"generation": self.generation, "totals": dict(self.totals), "stream": self.stream.state_dict(),
+                "selector": self.selector.state_dict() if self.selector is not None else None,
+                "filters": [f.state_dict() for f in self.filters]}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.generation = int(state["generation"])
+        self.totals = dict(state["totals"])
+        self.stream.load_state_dict(state["stream"])
+        if self.selector is not None:
+            self.selector.load_state_dict(state["selector"])
+        for f, s in zip(self.filters, state["filters"]):
+            f.load_state_dict(s)
+
+    def save(self, folder: str | Path) -> None:
+        if hasattr(self.ledger, "sync"):
+            self.ledger.sync()
+        if self.t.accelerator.is_main_process:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            (Path(folder) / STATE_FILE).write_text(json.dumps(self.state_dict(), default=_jsonable))
+
+    def load(self, folder: str | Path) -> None:
+        path = Path(folder) / STATE_FILE
+        if not path.exists():
+            return
+        self.load_state_dict(json.loads(path.read_text()))
+        if hasattr(self.ledger, "rollback"):  # events of generations after the checkpoint are hidden
+            self.ledger.rollback(self.generation - 1)
+
+
+def _jsonable(o: Any) -> Any:
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if isinstance(o, (set, tuple)):
+        return list(o)
+    raise TypeError(f"rollsift state value {o!r} ({type(o).__name__}) is not JSON-serialisable")
+
+
+def _distinct(prompts: Sequence[Prompt]) -> list[Prompt]:
+    seen: set[str] = set()
+    return [p for p in prompts if not (p.id in seen or seen.add(p.id))]
+
+
+def _check_layout(ids: Sequence[str], G: int, where: str) -> None:
+    if len(ids) % G or any(ids[i] != ids[i - i % G] for i in range(len(ids))):
+        raise RuntimeError(f"broken group layout from {where}: expected each prompt {G} times in a row, got "
+                           f"{list(ids[: 2 * G])}...; the adapter needs TRL's RepeatSampler")
+
+
+def _check_prefix(decisions: Sequence[Decision], cands: Sequence[Prompt]) -> None:
+    ids = [d.prompt_id for d in decisions]
+    if ids != [p.id for p in cands[: len(ids)]]:
+        raise RuntimeError("a stream-scoped selector must decide on a prefix of its candidates, in order; got "
+                           f"{ids[:5]}... for candidates {[p.id for p in cands[:5]]}...")
+
+
+# ---------------------------------------------------------------------------------- the trainer
+
+
+class RollsiftMixin:
+    """Adds rollsift to ``GRPOTrainer`` or a subclass of it: ``class T(RollsiftMixin, MyGRPOTrainer)``.
+
+    The constructor takes one more keyword, ``rollsift=RollsiftConfig(...)``; the adapter is then
+    ``trainer.rollsift`` (its ledger: ``trainer.rollsift.ledger``).
+    """
+
+    def __init__(self, *args: Any, rollsift: RollsiftConfig | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.rollsift = TRLRollsift(self, rollsift if rollsift is not None else RollsiftConfig())
+
+    def _generate_and_score_completions(self, inputs):
+        if not self.model.training:
+            return super()._generate_and_score_completions(inputs)
+        inputs = self.rollsift.before_generation(inputs)
+        return self.rollsift.after_generation(super()._generate_and_score_completions(inputs))
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        if self.model.training:
+            self.rollsift.capture(completions, completion_ids_list, rewards)
+        return rewards
+
+    def _compute_loss(self, model, inputs):
+        keep = inputs.get(KEEP_KEY)
+        if keep is None:
+            return super()._compute_loss(model, inputs)
+        inputs, rows = self.rollsift.loss_inputs(inputs, keep)
+        scale = self.rollsift.loss_scale(rows)
+        loss = super()._compute_loss(model, inputs)
+        return loss * scale if scale != 1.0 else loss
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+        folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        self.rollsift.save(folder)
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is not None:
+            self.rollsift.load(checkpoint)
+
+
+class RollsiftGRPOTrainer(RollsiftMixin, GRPOTrainer):
+    """TRL's ``GRPOTrainer`` with rollsift selection, ledger, filters and metrics (see the module docs)."""
+
+
+__all__ = ["RollsiftConfig", "RollsiftGRPOTrainer", "RollsiftMixin", "RollsiftReward", "SUPPORTED_TRL_VERSIONS",
+           "TRLRollsift", "content_id", "to_trl_dataset"]
