@@ -14,8 +14,8 @@ Difficulty tiers (``meta["difficulty"]``, for analysis only; no strategy may rea
 ====  ==========================================================================
 tier  shape
 ====  ==========================================================================
-1     one + or - of a one-digit number to or from a number below 100
-2     one + or - on two-digit numbers, or a one-digit product
+1     one + or - of a one-digit number to or from a number below 1000
+2     one + or - of a two-digit number to or from a number below 1000
 3     two operations on one- and two-digit numbers (products of one-digit factors)
 4     three operations on two-digit numbers (a product of a two-digit and a one-digit factor)
 5     three or four operations with a product of two two-digit numbers
@@ -40,6 +40,7 @@ BOX = "\\boxed{"
 @dataclass(frozen=True)
 class Problem:
     expression: str
+    tokens: tuple
     steps: tuple[str, ...]
     answer: int
     difficulty: int
@@ -56,19 +57,67 @@ def _num(rng: random.Random, digits: int) -> int:
     return rng.randint(10 ** (digits - 1), 10**digits - 1)
 
 
-def _reduce(tokens: list) -> tuple[list[str], int] | None:
-    """Evaluate with precedence, one operation per step; None if a value would go negative."""
+def _apply(a: int, op: str, b: int) -> int:
+    return a + b if op == "+" else a - b if op == "-" else a * b
+
+
+def _digits(x: int) -> list[int]:
+    return [int(c) for c in reversed(str(x))]
+
+
+def slipped(a: int, op: str, b: int, rng: random.Random, q: float) -> int:
+    """``a op b`` computed digit by digit, each carry (or borrow) dropped with probability ``q``.
+
+    This is the testbed's noisy teacher: a slip is an error a model can learn to make sometimes
+    and RL can teach it to stop making. Products with two multi-digit factors are never slipped.
+    """
+    if q <= 0 or (op == "*" and min(a, b) > 9):
+        return _apply(a, op, b)
+    if op == "*":
+        big, small = (a, b) if b <= 9 else (b, a)
+        out, carry = [], 0
+        for d in _digits(big):
+            s = d * small + carry
+            out.append(s % 10)
+            carry = s // 10 if rng.random() >= q else 0
+        digits = out + _digits(carry) if carry else out
+    elif op == "+":
+        da, db = _digits(a), _digits(b)
+        out, carry = [], 0
+        for i in range(max(len(da), len(db))):
+            s = (da[i] if i < len(da) else 0) + (db[i] if i < len(db) else 0) + carry
+            out.append(s % 10)
+            carry = 1 if s >= 10 and rng.random() >= q else 0
+        digits = out + [carry] if carry else out
+    else:
+        da, db = _digits(a), _digits(b)
+        digits, borrow = [], 0
+        for i in range(len(da)):
+            d = da[i] - (db[i] if i < len(db) else 0) - borrow
+            borrow = 0
+            if d < 0:
+                d += 10
+                borrow = 1 if rng.random() >= q else 0
+            digits.append(d)
+    return int("".join(str(d) for d in reversed(digits)))
+
+
+def _reduce(tokens: list, step=_apply) -> tuple[list[str], int] | None:
+    """Evaluate with precedence, one operation per step; None if a value would go negative.
+
+    ``step(a, op, b)`` computes one operation (exactly, or with slips for noisy demonstrations).
+    """
     toks = list(tokens)
     steps: list[str] = []
     while "*" in toks:
         i = toks.index("*")
         a, b = toks[i - 1], toks[i + 1]
-        c = a * b
+        c = step(a, "*", b)
         steps.append(f"{a}*{b}={c}")
         toks[i - 1 : i + 2] = [c]
     while len(toks) > 1:
         a, op, b = toks[0], toks[1], toks[2]
-        c = a + b if op == "+" else a - b
+        c = step(a, op, b)
         if c < 0:
             return None
         steps.append(f"{a}{op}{b}={c}")
@@ -79,11 +128,9 @@ def _reduce(tokens: list) -> tuple[list[str], int] | None:
 def _shape(rng: random.Random, tier: int) -> list:
     """Operands and operators for one expression of the given tier."""
     if tier == 1:
-        return [_num(rng, rng.choice((1, 2))), rng.choice("+-"), _num(rng, 1)]
+        return [_num(rng, rng.choice((1, 2, 3))), rng.choice("+-"), _num(rng, 1)]
     if tier == 2:
-        if rng.random() < 0.3:
-            return [_num(rng, 1), "*", _num(rng, 1)]
-        return [_num(rng, 2), rng.choice("+-"), _num(rng, rng.choice((1, 2)))]
+        return [_num(rng, rng.choice((2, 3))), rng.choice("+-"), _num(rng, 2)]
     if tier == 3:
         ops = [rng.choice("+-*") for _ in range(2)]
         nums = []
@@ -123,7 +170,15 @@ def make_problem(rng: random.Random, tier: int) -> Problem:
             continue
         steps, answer = reduced
         expr = "".join(str(t) for t in tokens)
-        return Problem(expression=expr, steps=tuple(steps), answer=answer, difficulty=tier)
+        return Problem(expression=expr, tokens=tuple(tokens), steps=tuple(steps), answer=answer, difficulty=tier)
+
+
+def demonstration(p: Problem, rng: random.Random, slip: float = 0.0) -> str:
+    """A worked solution for supervised warm-up: the reference, or one with carry slips."""
+    if slip <= 0:
+        return p.solution
+    steps, answer = _reduce(list(p.tokens), lambda a, op, b: slipped(a, op, b, rng, slip))
+    return "\n".join(steps + [f"{BOX}{answer}}}"])
 
 
 def _rng(seed: int, split: str, index: int) -> random.Random:
@@ -160,7 +215,7 @@ def problems(split: str, size: int, seed: int = 0, mix: tuple[float, ...] | None
     return out
 
 
-DEFAULT_MIX = (0.2, 0.2, 0.2, 0.2, 0.2)
+DEFAULT_MIX = (0.25, 0.25, 0.25, 0.15, 0.10)
 TRAIN_SIZE = 4096
 EVAL_SIZE = 512
 
