@@ -272,6 +272,15 @@ def _verl_row(row: Mapping) -> Prompt:
 # ----------------------------------------------------------------------------------------- API
 
 
+def prompt_from_verl_row(row: Mapping) -> Prompt:
+    """The Prompt of one verl-style row (used by the verl integration); ValueError names the field."""
+    try:
+        return _verl_row(row)
+    except _RowError as e:
+        raise ValueError(f"rollsift cannot read this verl dataset row: field {e.field!r}: {e.problem}. "
+                         f"Fix: {e.fix}") from None
+
+
 def load_prompts(
     path: str | os.PathLike,
     *,
