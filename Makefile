@@ -29,7 +29,7 @@ install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
 run: install
-	$(VENV)/bin/rollsift train $(ARGS)
+	$(VENV)/bin/rollsift train --overwrite $(ARGS)
 
 # verl pins transformers < 5.11 and an older antlr than math-verify's, so its integration tests
 # run in their own venv (.venv-verl), as a verl user's environment would be.

@@ -19,22 +19,18 @@ from rollsift.runlog import read_metrics
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> str:
-    from rollsift.testbed.model import TinyModelConfig, build_model
-    from rollsift.testbed.tokenizer import build_tokenizer
+def tiny_model() -> str:
+    """The shipped testbed policy (0.9M parameters): small enough for tests, and it learns."""
+    from rollsift.testbed import base_checkpoint
 
-    path = tmp_path_factory.mktemp("tiny")
-    tok = build_tokenizer()
-    build_model(tok, TinyModelConfig(hidden_size=64, num_layers=2, intermediate_size=128, num_kv_heads=1), seed=0).save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
+    return str(base_checkpoint())
 
 
 def overrides(model: str, out: Path, steps: int, extra=()) -> list[str]:
     return [
         f"model={model!s}", f"out={out!s}", f"steps={steps}", "device=cpu", "threads=1",
         "batch_size=4", "n=4", "data.train_size=24", "data.eval_size=6", "eval.every=3", "eval.samples=2",
-        "checkpoint_every=1", "sampling.max_new_tokens=10", "log.progress=false", "learner.lr=1e-3",
+        "checkpoint_every=1", "sampling.max_new_tokens=48", "log.progress=false", "learner.lr=1e-3",
         "selector.type=greso", "filters=dynamic", "dynamic.max_rounds=2", *extra,
     ]
 

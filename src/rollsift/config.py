@@ -87,15 +87,15 @@ class LearnerConfig:
 class DataConfig:
     train: str = doc("Training prompts: 'testbed' or a local .jsonl/.json/.parquet file or directory.", "testbed")
     eval: str = doc("Held-out prompts: 'testbed', a local file, or 'none'.", "testbed")
-    train_size: Optional[int] = doc("Use only the first N training prompts (a subset spans more epochs).", 1024)
-    eval_size: Optional[int] = doc("Use only the first N held-out prompts.", 256)
+    train_size: Optional[int] = doc("Use only the first N training prompts (a subset spans more epochs).", 2048)
+    eval_size: Optional[int] = doc("Use only the first N held-out prompts.", 512)
     style: Literal["auto", "trl", "verl"] = doc("Row layout of local files.", "auto")
     on_error: Literal["raise", "skip"] = doc("A bad row stops the run ('raise') or is skipped and counted.", "raise")
 
 
 @dataclass
 class EvalConfig:
-    every: int = doc("Evaluate on the held-out set every this many training steps (0 = only at start and end).", 10)
+    every: int = doc("Evaluate on the held-out set every this many training steps (0 = only at start and end).", 20)
     samples: int = doc("Sampled completions per held-out prompt; accuracy is their mean (GRESO validates with 4).", 4)
     temperature: float = doc("Temperature of the sampled evaluation.", 1.0)
     greedy: bool = doc("Also report greedy accuracy.", True)
@@ -123,7 +123,7 @@ class LogConfig:
 @dataclass
 class RunConfig:
     seed: int = doc("Seed of every random generator of the run.", 0)
-    steps: int = doc("Training steps (optimiser updates of the policy batch).", 120)
+    steps: int = doc("Training steps (optimiser updates of the policy batch).", 200)
     max_minutes: Optional[float] = doc("Stop after this much wall time (checked between steps).", None)
     out: str = doc("Run directory: config.toml, metrics.jsonl, ledger.sqlite, checkpoints/.", "runs/default")
     model: str = doc("Policy: 'testbed' (the shipped tiny model) or a local from_pretrained directory.", "testbed")
@@ -140,11 +140,11 @@ class RunConfig:
     log: LogConfig = field(default_factory=LogConfig)
     selector: Any = doc(
         "Pre-rollout prompt selector: a table with type = 'uniform' | 'greso' | 'dots' and its knobs.",
-        default_factory=lambda: {"type": "uniform"},
+        default_factory=lambda: {"type": "greso"},
     )
     filters: list[str] = doc(
         "Post-rollout filters, applied in order: 'dynamic' (DAPO dynamic sampling), 'pods'.",
-        default_factory=list,
+        default_factory=lambda: ["dynamic"],
     )
     dynamic: Any = doc("Knobs of the 'dynamic' filter (used when it is listed in filters).", default_factory=dict)
     pods: Any = doc("Knobs of the 'pods' filter (used when it is listed in filters).", default_factory=dict)
