@@ -4,7 +4,11 @@
     rollsift eval --model PATH|testbed [--data F] [--samples K] [--vote majority|quality]
     rollsift testbed build [--out DIR] [--minutes M] | testbed regime [--model PATH]
     rollsift ledger show RUN [--json]
-    rollsift bench generate [...]
+    rollsift compare --preset NAME --out DIR [--seeds N]
+    rollsift report RUN... --out DIR
+    rollsift simulate [...]
+    rollsift replay-ledger RUN --selector S
+    rollsift bench generate|trl|overhead [...]
 """
 
 from __future__ import annotations
@@ -76,16 +80,29 @@ def _ledger(args: argparse.Namespace) -> int:
     return main([args.run] + (["--json"] if args.json else [])) or 0
 
 
+# Commands that own their options: ``rollsift NAME ...`` hands everything after NAME to
+# ``MODULE.main(argv)``, imported only when the command runs (so ``rollsift --help`` stays instant).
+PASS_THROUGH = {
+    "compare": ("rollsift.measure.compare", "run a preset of configurations with the same seeds; summary.json + report.html"),
+    "report": ("rollsift.measure.report", "render report.html (accuracy/cost curves, GRESO, DOTS, pruning, heat map) for runs"),
+    "simulate": ("rollsift.sim.run", "drive the pipeline and strategies with a simulated policy (seconds, any pool size)"),
+    "replay-ledger": ("rollsift.measure.counterfactual", "what a selector would have skipped, saved and lost on a recorded run"),
+}
+BENCHES = {
+    "generate": "rollsift.generate.bench",
+    "trl": "rollsift.integrations.trl_bench",
+    "overhead": "rollsift.measure.overhead",
+}
+
+
+def _pass_through(module: str, rest: list[str]) -> int:
+    import importlib
+
+    return importlib.import_module(module).main(rest) or 0
+
+
 def _bench(args: argparse.Namespace, rest: list[str]) -> int:
-    if args.bench_cmd == "generate":
-        from .generate.bench import main
-
-        return main(rest) or 0
-    if args.bench_cmd == "trl":
-        from .integrations.trl_bench import main
-
-        return main(rest) or 0
-    raise SystemExit(f"unknown bench {args.bench_cmd!r}")
+    return _pass_through(BENCHES[args.bench_cmd], rest)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -134,7 +151,9 @@ def parser() -> argparse.ArgumentParser:
     ls.add_argument("--json", action="store_true")
 
     be = sub.add_parser("bench", help="micro-benchmarks (options after the name go to the benchmark)")
-    be.add_argument("bench_cmd", choices=["generate", "trl"])
+    be.add_argument("bench_cmd", choices=sorted(BENCHES))
+    for name, (_, text) in PASS_THROUGH.items():
+        sub.add_parser(name, help=f"{text} (options: rollsift {name} --help)", add_help=False)
     return p
 
 
@@ -150,11 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd is None:
         p.print_help()
         return 0
-    if rest and args.cmd != "bench":
+    if rest and args.cmd not in ("bench", *PASS_THROUGH):
         p.error(f"unrecognized arguments: {' '.join(rest)}")
     from .configlib import ConfigError
 
     try:
+        if args.cmd in PASS_THROUGH:
+            return _pass_through(PASS_THROUGH[args.cmd][0], argv[argv.index(args.cmd) + 1:])
         if args.cmd == "train":
             return _train(args)
         if args.cmd == "eval":

@@ -4,7 +4,8 @@
 * greedy accuracy: one temperature-0 completion;
 * ``--vote majority``: the most frequent extracted answer among the samples (ties: first seen);
 * ``--vote quality``: answers weighted by the quality head's predicted correctness of each
-  completion (ARRoL's test-time use of the head); needs ``--head``.
+  completion (ARRoL's test-time use of the head); needs ``--head``: a run's checkpoint directory
+  (the head saved with that step's policy) or its ``OUT/quality_head.pt`` (docs/strategies/pruning.md).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def main(args: Any) -> int:
             from .prune.quality_head import load_head
 
             head = load_head(args.head, model)
-            weigh = lambda p, comps: head.score_completions(p, comps, gen)  # noqa: E731
+            weigh = lambda p, comps: head.score_completions(p, comps, gen)
         correct = 0
         for p, comps in zip(prompts, outs):
             answers = [extract_answer(c.text)[0] for c in comps]

@@ -1,0 +1,1 @@
+"""Measurement commands: compare runs, render reports, replay a ledger counterfactually, bench overheads."""

@@ -1,0 +1,234 @@
+"""``rollsift replay-ledger RUN --selector S``: what selector S would have done on a recorded run.
+
+The run's selection decisions are replayed in the order they were written, one generation round
+at a time: S is asked about the same candidates (the prompts the run examined, kept or skipped),
+with the history S would itself have gathered. A prompt S keeps and the run rolled out gets the
+recorded group in S's history (and S's ``tell`` sees it at the end of the step); a prompt S skips
+gets nothing, as in a real run of S. Reported, per epoch and in total: what S skipped among the
+recorded groups, the rollouts and tokens that saves, the informative (mixed) groups among them,
+which S would have lost, and the prompts S would have rolled out that the run skipped (their
+outcome is unknown). A ledger without selection events (written by a host that records groups
+only) is replayed group by group.
+
+The approximation (docs/bench.md): outcomes are the recorded ones, so the policy is the recorded
+run's. A real run of S would have trained on other batches, reached other policies and met the
+prompts in another order. With S the run's own selector, knobs and seed the replay reproduces
+every recorded decision (the tests check it); any other S is exact for its first decisions and an
+estimate after that. ``projected_cost_ratio`` turns the counts into the figure a dynamic-sampling
+run cares about: rollouts per informative group under S over the recorded rollouts per
+informative group. Only stream selectors (``uniform``, ``greso``) can be replayed: DOTS ranks the
+whole pool with a predictor trained on reference rollouts the recorded run does not have.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from ..configlib import ConfigError, apply_override, load_toml
+
+KEYS = ("decisions", "groups", "rollouts", "gen_tokens", "informative_groups", "skipped_groups", "saved_rollouts",
+        "saved_gen_tokens", "lost_informative_groups", "skipped_all_correct", "skipped_all_wrong",
+        "recorded_skips", "extra_groups", "agree")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rollsift replay-ledger", description=__doc__.split("\n\n")[0])
+    p.add_argument("run", help="run directory (holding ledger.sqlite) or the ledger file")
+    p.add_argument("--selector", default="greso", help="stream selector to replay: greso or uniform (default greso)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="selector knob, e.g. selector.p_easy=0.3 (on top of the run's own knobs for its own selector)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="run seed; the selector draws from seed + 5 as in rollsift train "
+                        "(default: the run's config.toml, else 0)")
+    p.add_argument("--steps", type=int, default=None, help="replay only the run's first STEPS training steps")
+    p.add_argument("--json", default=None, metavar="FILE",
+                   help="also write the result, with every skipped prompt, as JSON")
+    return p
+
+
+def _blocks(ledger: Any, last_step: float) -> tuple[str, Iterator[tuple[int, int, list]]]:
+    """("selections" | "groups", blocks of (step, round, [(prompt_id, epoch, recorded kept)]) in write order)."""
+    decisions = [d for d in ledger.decisions() if d.step <= last_step]
+    if decisions:
+        rows = [(d.step, d.round, d.prompt_id, d.epoch, d.kept) for d in decisions]
+        source = "selections"
+    else:
+        rows = [(g.step, g.round, g.prompt_id, g.epoch, True) for g in ledger.groups("train") if g.step <= last_step]
+        source = "groups"
+
+    def gen() -> Iterator[tuple[int, int, list]]:
+        block: list = []
+        key = None
+        for step, rnd, pid, epoch, kept in rows:
+            if (step, rnd) != key and block:
+                yield key[0], key[1], block
+                block = []
+            key = (step, rnd)
+            block.append((pid, epoch, kept))
+        if block:
+            yield key[0], key[1], block
+
+    return source, gen()
+
+
+def replay(ledger: Any, selector: str = "greso", knobs: dict | None = None, seed: int = 0,
+           steps: int | None = None) -> dict[str, Any]:
+    """Counterfactual decisions of ``selector`` (seeded ``seed + 5``, as ``rollsift train`` seeds it)
+    over the live events of ``ledger`` (of its first ``steps`` steps); see the module docstring."""
+    from ..config import SELECTORS, resolve_strategy
+    from ..configlib import load_class
+    from ..ledger import MemoryLedger
+    from ..records import Completion, Context, Group, Prompt
+
+    cfg = resolve_strategy("selector", SELECTORS, {"type": selector, **(knobs or {})}, "selector")
+    sel = load_class(type(cfg).strategy)(cfg, seed=seed + 5)
+    if getattr(sel, "scope", "stream") != "stream":
+        raise ConfigError(f"--selector {selector}: only stream selectors (greso, uniform) can be replayed on a "
+                          f"recorded run; {selector} needs rollouts the run does not have")
+    recorded_steps = [s.step for s in ledger.steps()]
+    last_step = max(recorded_steps) if recorded_steps else float("inf")  # later events: an unfinished step
+    if steps is not None:
+        last_step = min(last_step, steps)
+    recorded = {(g.step, g.prompt_id): g for g in ledger.groups("train", detail=True) if g.step <= last_step}
+    sizes = [g.n for g in recorded.values()]
+    n_mode = max(set(sizes), key=sizes.count) if sizes else 0  # the run's group size
+    source, blocks = _blocks(ledger, last_step)
+    mem = MemoryLedger()
+    per_epoch: dict[int, dict[str, int]] = defaultdict(lambda: dict.fromkeys(KEYS, 0))
+    skips: list[list] = []
+    prompts: dict[str, Prompt] = {}
+    step_groups: list[Group] = []
+    step, tell_epoch, epoch_now = None, 0, 0
+    token = (0,)
+
+    def end_step() -> None:
+        if step is not None:
+            sel.tell(step_groups, mem, Context(step=step, epoch=tell_epoch, n=n_mode))
+
+    for b_step, b_round, block in blocks:
+        if b_step != step:
+            end_step()
+            # the trainer's context epoch is the stream's at the step's start: the last one decided before
+            step, tell_epoch, step_groups = b_step, epoch_now, []
+        cands = [prompts.setdefault(pid, Prompt(id=pid, text=pid, answer="")) for pid, _, _ in block]
+        ctx = Context(step=b_step, epoch=block[0][1], round=b_round, n=n_mode)
+        decided = sel.ask(cands, len(cands), mem, ctx).decisions  # a prefix of the candidates, in order
+        kept_groups = []
+        for i, (pid, epoch, was_kept) in enumerate(block):
+            e, d = per_epoch[epoch], decided[i] if i < len(decided) else None
+            keep = d is not None and d.kept
+            g = recorded.get((b_step, pid)) if was_kept else None
+            e["decisions"] += 1
+            e["agree"] += keep == was_kept
+            if not was_kept or g is None:  # the run skipped it (or its group is missing): outcome unknown
+                e["recorded_skips"] += not was_kept
+                e["extra_groups"] += keep
+                continue
+            mixed = 0 < g.n_correct < g.n
+            tokens = sum(g.lengths or ())
+            e["groups"] += 1
+            e["rollouts"] += g.n
+            e["gen_tokens"] += tokens
+            e["informative_groups"] += mixed
+            if not keep:
+                outcome = "mixed" if mixed else "all_correct" if g.n_correct == g.n else "all_wrong"
+                e["skipped_groups"] += 1
+                e["saved_rollouts"] += g.n
+                e["saved_gen_tokens"] += tokens
+                e["lost_informative_groups"] += mixed
+                e["skipped_all_correct"] += outcome == "all_correct"
+                e["skipped_all_wrong"] += outcome == "all_wrong"
+                skips.append([b_step, epoch, pid, d.reason if d is not None else "undecided", outcome])
+                continue
+            comps = tuple(Completion(pid, i, token, "", (0.0,), policy_version=g.policy_version) for i in range(g.n))
+            kept_groups.append(Group(prompts[pid], comps, tuple(g.rewards), tuple(g.correct), step=b_step,
+                                     round=g.round, policy_version=g.policy_version, epoch=g.epoch))
+        epoch_now = block[-1][1]
+        mem.record_groups(kept_groups, ctx)
+        step_groups += kept_groups
+    end_step()
+
+    epochs = {e: v for e, v in sorted(per_epoch.items())}
+    total = {k: sum(v[k] for v in epochs.values()) for k in KEYS}
+    for d in (*epochs.values(), total):
+        d.update(_shares(d, n_mode))
+    return {"selector": selector, "knobs": knobs or {}, "seed": seed, "selector_seed": seed + 5, "source": source,
+            "steps": len({s for s, _ in recorded}), "n": n_mode, "total": total,
+            "per_epoch": {str(e): v for e, v in epochs.items()}, "skips": skips}
+
+
+def _shares(d: dict[str, int], n: int) -> dict[str, float | None]:
+    kept_groups = d["groups"] - d["skipped_groups"]
+    kept_informative = d["informative_groups"] - d["lost_informative_groups"]
+    ratio = None
+    if d["informative_groups"] and kept_informative:
+        recorded_cost = d["rollouts"] / d["informative_groups"]
+        ratio = ((d["rollouts"] - d["saved_rollouts"]) / kept_informative) / recorded_cost
+    informative = d["informative_groups"]
+    return {
+        "saved_rollout_share": d["saved_rollouts"] / d["rollouts"] if d["rollouts"] else None,
+        "lost_informative_share": d["lost_informative_groups"] / informative if informative else None,
+        "extra_rollouts": d["extra_groups"] * n,
+        "agreement": d["agree"] / d["decisions"] if d["decisions"] else None,
+        "informative_share_recorded": d["informative_groups"] / d["groups"] if d["groups"] else None,
+        "informative_share_kept": kept_informative / kept_groups if kept_groups else None,
+        "projected_cost_ratio": ratio,
+    }
+
+
+def _run_config(path: Path) -> dict:
+    cfg = path.parent / "config.toml"
+    return load_toml(cfg) if cfg.is_file() else {}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from ..ledger.show import resolve
+    from ..ledger.sqlite import SqliteLedger
+
+    path = resolve(args.run)
+    if not path.is_file():
+        raise ConfigError(f"{args.run}: no ledger.sqlite; pass a run directory or its ledger file")
+    data: dict = {}
+    for item in args.set:
+        apply_override(data, item)
+    if set(data) - {"selector"}:
+        raise ConfigError(f"--set {sorted(set(data) - {'selector'})[0]}...: only selector.KEY knobs apply here")
+    run_cfg = _run_config(path)
+    own = dict(run_cfg.get("selector") or {})
+    knobs = {k: v for k, v in own.items() if k != "type"} if own.get("type", "greso") == args.selector else {}
+    knobs.update(data.get("selector", {}))
+    seed = args.seed if args.seed is not None else int(run_cfg.get("seed", 0))
+    with SqliteLedger(path, readonly=True) as ledger:
+        out = replay(ledger, args.selector, knobs, seed, args.steps)
+    out["run"] = str(path.parent)
+    _print(out)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(out, indent=1))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _print(out: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"{out['selector']} (seed {out['seed']}) replayed on {out['run']}: {out['steps']} steps, "
+                    f"from its {out['source']}")
+    cols = ("epoch", "groups", "skipped", "all-correct", "all-wrong", "rollouts saved", "share", "informative lost",
+            "share lost", "run skipped, S keeps", "cost ratio", "agreement")
+    for col in cols:
+        t.add_column(col, justify="right")
+    pct = lambda x: "-" if x is None else f"{100 * x:.1f}%"
+    for name, d in [*out["per_epoch"].items(), ("total", out["total"])]:
+        ratio = d["projected_cost_ratio"]
+        t.add_row(name, f"{d['groups']:,}", f"{d['skipped_groups']:,}", f"{d['skipped_all_correct']:,}",
+                  f"{d['skipped_all_wrong']:,}", f"{d['saved_rollouts']:,}", pct(d["saved_rollout_share"]),
+                  f"{d['lost_informative_groups']:,}", pct(d["lost_informative_share"]), f"{d['extra_groups']:,}",
+                  "-" if ratio is None else f"{ratio:.2f}x", pct(d["agreement"]))
+    Console(width=180).print(t)

@@ -1,0 +1,90 @@
+"""Named sets of runs for ``rollsift compare``: same data, same seeds, one reference run.
+
+A run is a list of packaged run files (``src/rollsift/configs/NAME.toml``, or paths) plus
+``--set`` overrides; the preset's ``common`` overrides apply to every run, then the user's
+``--set`` ones. Runs land in ``OUT/runs/<name>-s<seed>/``, so a later ``compare`` (or another
+preset sharing a run) reuses a finished run whose resolved config is identical.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    name: str
+    configs: tuple[str, ...]
+    overrides: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    reference: str
+    runs: tuple[RunSpec, ...]
+    common: tuple[str, ...] = ()
+    seeds: int = 1
+
+
+# The real comparison: every run gets the same training-wall budget (evaluation excluded) on the
+# default testbed data; accuracy-vs-cost curves come from evaluations every 20 steps.
+_TESTBED_COMMON = ("steps=100000", "max_minutes=8", "eval.every=20", "checkpoint_every=50", "log.progress=false")
+
+_RUNS = {
+    "grpo": RunSpec("grpo", ("grpo",)),
+    "grpo_n4": RunSpec("grpo_n4", ("grpo_n4",)),
+    "dynamic": RunSpec("dynamic", ("dynamic",)),
+    "greso": RunSpec("greso", ("greso",)),
+    "dots_replay": RunSpec("dots_replay", ("dots",)),
+    "pods": RunSpec("pods", ("pods",)),
+    "prune": RunSpec("prune", ("prune",)),
+    "best": RunSpec("best", ("best",)),
+}
+
+
+def _pick(*names: str) -> tuple[RunSpec, ...]:
+    return tuple(_RUNS[n] for n in names)
+
+
+# Every strategy, tiny: 8 steps of 4 prompts x 4 rollouts from a pool of 16, so GRESO sees each
+# prompt again (and skips), the heat map has several epochs, DOTS refreshes every mu = 2 steps,
+# and the quality head prunes from the first step. About 30 s in all on one idle core.
+_SMOKE_COMMON = ("steps=8", "batch_size=4", "n=4", "data.train_size=16", "data.eval_size=16", "eval.samples=2",
+                 "eval.every=4", "eval.greedy=false", "sampling.max_new_tokens=48", "threads=1", "device=cpu",
+                 "checkpoint_every=4", "log.progress=false", "dynamic.max_rounds=2")
+_SMOKE = (
+    RunSpec("grpo", ("grpo",)),
+    RunSpec("dynamic", ("dynamic",)),
+    RunSpec("greso", ("greso",)),
+    RunSpec("dots_replay", ("dots",), ("selector.ref_size=8",)),
+    RunSpec("pods", ("pods",), ("n=8", "pods.m=4")),
+    # no warm-up gate: prune (and train the head) from step 1, so the pruning path runs
+    RunSpec("prune", ("prune",), ("pruner.min_warmup_steps=0", "pruner.warmup_patience=0", "pruner.min_auc=0.0",
+                                  "pruner.checkpoint=8", "pruner.train_iters=20")),
+    RunSpec("best", ("best",)),
+)
+
+PRESETS: dict[str, Preset] = {
+    "smoke": Preset("smoke",
+                    "every strategy on a tiny slice of the testbed (a test of the plumbing, not of the methods)",
+                    "dynamic", _SMOKE, _SMOKE_COMMON),
+    "testbed": Preset(
+        "testbed",
+        "every method on the testbed, 8 minutes of training wall each; reference: dynamic sampling",
+        "dynamic",
+        _pick("grpo", "dynamic", "greso", "dots_replay", "pods", "grpo_n4", "prune", "best"),
+        _TESTBED_COMMON,
+    ),
+    # Per-issue benchmarks: subsets of the testbed preset with the baseline each issue names
+    # (same out directory => the testbed preset's finished runs are reused, not re-run).
+    "greso": Preset("greso", "GRESO + dynamic sampling against dynamic sampling alone", "dynamic",
+                    _pick("dynamic", "greso"), _TESTBED_COMMON),
+    "dots": Preset("dots", "DOTS + rollout replay against plain GRPO", "grpo",
+                   _pick("grpo", "dots_replay"), _TESTBED_COMMON),
+    "pods": Preset("pods", "PODS (n = 16, m = 4) against GRPO with n = 4 (same update size)", "grpo_n4",
+                   _pick("grpo_n4", "pods"), _TESTBED_COMMON),
+    "prune": Preset("prune", "quality-head pruning against the same run (GRESO + dynamic sampling) without it",
+                    "greso", _pick("greso", "prune"), _TESTBED_COMMON),
+}

@@ -1,0 +1,230 @@
+"""rollsift compare / report: the smoke preset end to end, reuse of finished runs, the summary's figures."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from rollsift.configlib import ConfigError, dumps_toml, to_dict
+from rollsift.measure import compare as cmp
+from rollsift.measure.presets import PRESETS, Preset, RunSpec
+
+
+def _write_run(d: Path, curve: list[tuple[int, float, float, float]]) -> None:
+    """A fake run: one evaluated metrics row per (step, accuracy, rollouts_total, train_wall)."""
+    d.mkdir(parents=True)
+    with open(d / "metrics.jsonl", "w") as f:
+        for step, acc, rollouts, wall in curve:
+            row = {"step": step, "eval/accuracy": acc, "cost/rollouts_total": rollouts,
+                   "cost/gen_tokens_total": 10 * rollouts, "time/train_wall": wall, "cost/effective_share": 0.5}
+            f.write(json.dumps(row) + "\n")
+
+
+class _Cfg:
+    def __init__(self, out: Path, steps: int = 100, max_minutes: float | None = None) -> None:
+        self.out, self.steps, self.max_minutes = str(out), steps, max_minutes
+
+
+def _pair(tmp_path: Path, ref_curve, other_curve, seed: int = 0):
+    preset = Preset("p", "d", "ref", (RunSpec("ref", ("grpo",)), RunSpec("other", ("grpo",))))
+    ref, other = tmp_path / f"ref-s{seed}", tmp_path / f"other-s{seed}"
+    _write_run(ref, ref_curve)
+    _write_run(other, other_curve)
+    return preset, [(preset.runs[0], seed, _Cfg(ref)), (preset.runs[1], seed, _Cfg(other))]
+
+
+def test_targets_costs_to_target_and_ratios(tmp_path):
+    preset, runs = _pair(tmp_path, [(0, 0.40, 0, 0.1), (10, 0.50, 1000, 100), (20, 0.60, 2000, 200)],
+                         [(0, 0.40, 0, 0.1), (10, 0.595, 500, 50), (20, 0.61, 1000, 100)])
+    s = cmp.summarize(preset, runs, "rollsift compare --preset p")
+    assert s["reference_best"]["0"] == 0.60 and s["targets"]["0"] == pytest.approx(0.99 * 0.60)
+    by = {r["name"]: r for r in s["runs"]}
+    assert by["ref"]["seeds"][0]["to_target"] == {"step": 20, "rollouts": 2000, "gen_tokens": 20000, "train_wall_s": 200}
+    assert by["other"]["seeds"][0]["to_target"]["rollouts"] == 500  # 0.595 >= 0.594 at step 10
+    assert by["other"]["seeds"][0]["vs_reference"] == pytest.approx({"rollouts": 4.0, "gen_tokens": 4.0, "train_wall_s": 4.0})
+    assert by["ref"]["seeds"][0]["vs_reference"] == pytest.approx({"rollouts": 1.0, "gen_tokens": 1.0, "train_wall_s": 1.0})
+    assert by["other"]["reached_target"] == 1
+    assert by["other"]["mean"]["eval_initial"]["mean"] == 0.40 and by["other"]["mean"]["steps"]["mean"] == 20
+    cmp.validate(s)
+
+
+def test_a_run_that_never_reaches_the_target_reports_null(tmp_path):
+    preset, runs = _pair(tmp_path, [(0, 0.4, 0, 0), (10, 0.6, 1000, 100)], [(0, 0.4, 0, 0), (10, 0.5, 1000, 100)])
+    s = cmp.summarize(preset, runs, "x")
+    slow = s["runs"][1]
+    assert slow["seeds"][0]["to_target"] == {"step": None, "rollouts": None, "gen_tokens": None, "train_wall_s": None}
+    assert slow["seeds"][0]["vs_reference"] == {"rollouts": None, "gen_tokens": None, "train_wall_s": None}
+    assert slow["reached_target"] == 0 and slow["mean"]["to_target_rollouts"] == {
+        "mean": None, "std": None, "min": None, "max": None, "n": 0}
+    cmp.validate(s)
+
+
+def test_a_target_reached_before_training_has_no_ratio():
+    """Step 0 spends nothing; its wall clock is set-up time, so 'times cheaper' is undefined."""
+    at0 = {"step": 0, "rollouts": 0.0, "gen_tokens": 0.0, "train_wall_s": 0.02}
+    later = {"step": 10, "rollouts": 100.0, "gen_tokens": 1000.0, "train_wall_s": 5.0}
+    assert cmp.ratios(at0, later) == {"rollouts": None, "gen_tokens": None, "train_wall_s": None}
+    assert cmp.ratios(later, at0) == {"rollouts": None, "gen_tokens": None, "train_wall_s": None}
+    assert cmp.ratios(later, {**later, "rollouts": 50.0})["rollouts"] == 2.0
+    assert cmp.target(0.5) == pytest.approx(0.495) and cmp.target(None) is None
+
+
+def test_several_seeds_have_their_own_targets_and_a_spread(tmp_path):
+    preset = Preset("p", "d", "ref", (RunSpec("ref", ("grpo",)), RunSpec("other", ("grpo",))))
+    curves = {("ref", 0): [(0, 0.4, 0, 0), (10, 0.6, 1000, 100)], ("ref", 1): [(0, 0.4, 0, 0), (10, 0.5, 1000, 100)],
+              ("other", 0): [(0, 0.4, 0, 0), (10, 0.6, 500, 50)], ("other", 1): [(0, 0.4, 0, 0), (10, 0.5, 250, 25)]}
+    runs = []
+    for spec in preset.runs:
+        for seed in (0, 1):
+            _write_run(tmp_path / f"{spec.name}-s{seed}", curves[spec.name, seed])
+            runs.append((spec, seed, _Cfg(tmp_path / f"{spec.name}-s{seed}")))
+    s = cmp.summarize(preset, runs, "x")
+    assert s["seeds"] == [0, 1]
+    assert s["targets"] == pytest.approx({"0": 0.594, "1": 0.495})
+    other = s["runs"][1]
+    assert [x["vs_reference"]["rollouts"] for x in other["seeds"]] == [2.0, 4.0]
+    st = other["mean"]["vs_reference_rollouts"]
+    assert (st["mean"], st["min"], st["max"], st["n"]) == (3.0, 2.0, 4.0, 2)
+    assert st["std"] == pytest.approx(2 ** 0.5)  # sample std of (2, 4)
+    assert other["mean"]["eval_best"]["mean"] == pytest.approx(0.55)
+    cmp.validate(s)
+
+
+def test_finished_detection(tmp_path):
+    cfg = _Cfg(tmp_path, steps=10, max_minutes=1.0)
+    assert not cmp.is_finished(cfg, [])
+    assert cmp.is_finished(cfg, [{"step": 10, "eval/accuracy": 0.5}])
+    assert not cmp.is_finished(cfg, [{"step": 10}])                                   # not evaluated at the end
+    assert not cmp.is_finished(cfg, [{"step": 5, "eval/accuracy": 0.5, "time/train_wall": 30.0}])
+    assert cmp.is_finished(cfg, [{"step": 5, "eval/accuracy": 0.5, "time/train_wall": 61.0}])  # out of time
+    assert not cmp.is_finished(_Cfg(tmp_path, steps=10), [{"step": 5, "eval/accuracy": 0.5, "time/train_wall": 1e9}])
+
+
+def test_run_status_reuses_resumes_or_trains(tmp_path):
+    """Same config + finished -> reuse; same config + checkpoint -> resume; any config change -> train."""
+    preset = PRESETS["smoke"]
+    [(_, _, cfg)] = cmp.plan(preset, str(tmp_path / "runs"), 1, ["dynamic"], [])
+    d = Path(cfg.out)
+    assert cmp.run_status(cfg) == "train"                                              # nothing there
+    d.mkdir(parents=True)
+    (d / "config.toml").write_text(dumps_toml(to_dict(cfg)))
+    rows = [{"step": 0, "eval/accuracy": 0.5}, {"step": 4, "eval/accuracy": 0.5}]
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert cmp.run_status(cfg) == "train"                                              # unfinished, no checkpoint
+    (d / "checkpoints").mkdir()
+    (d / "checkpoints" / "latest").write_text("step_000004")
+    assert cmp.run_status(cfg) == "resume"
+    with open(d / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"step": cfg.steps, "eval/accuracy": 0.6}) + "\n")
+    assert cmp.run_status(cfg) == "finished"
+    [(_, _, changed)] = cmp.plan(preset, str(tmp_path / "runs"), 1, ["dynamic"], ["learner.lr=1e-3"])
+    assert changed.out == cfg.out and cmp.run_status(changed) == "train"
+
+
+def test_resolved_config_is_exactly_the_documented_override_order(tmp_path):
+    from rollsift.config import build_config
+
+    preset = PRESETS["testbed"]
+    [(spec, _, cfg)] = [r for r in cmp.plan(preset, "bench/testbed/runs", 1, ["pods"], ["threads=1"]) if r[0].name == "pods"]
+    files = [str(Path(cmp.__file__).parent.parent / "configs" / "pods.toml")]
+    want = build_config(files, [*preset.common, *spec.overrides, "threads=1", "out=bench/testbed/runs/pods-s0", "seed=0"])
+    assert to_dict(cfg) == to_dict(want) and cfg.out == "bench/testbed/runs/pods-s0"
+
+
+def test_bad_preset_and_bad_only_name_the_choices(capsys):
+    with pytest.raises(ConfigError, match="smoke"):
+        cmp.main(["--preset", "nope", "--out", "/tmp/x"])
+    with pytest.raises(ConfigError, match="not runs of preset"):
+        cmp.plan(PRESETS["greso"], "/tmp/x/runs", 1, ["pods"], [])
+    from rollsift.cli import main
+
+    assert main(["compare", "--preset", "nope", "--out", "/tmp/x"]) == 2
+    err = capsys.readouterr().err
+    assert "'nope' is not a preset" in err and all(name in err for name in PRESETS)
+
+
+def test_only_keeps_the_reference_first_and_seeds_multiply():
+    runs = cmp.plan(PRESETS["testbed"], "bench/runs", 2, ["pods"], [])
+    assert [(s.name, seed) for s, seed, _ in runs] == [("dynamic", 0), ("dynamic", 1), ("pods", 0), ("pods", 1)]
+    assert runs[3][2].out == "bench/runs/pods-s1" and runs[3][2].seed == 1 and runs[3][2].n == 16
+
+
+def test_smoke_preset_covers_every_strategy():
+    cfgs = {s.name: c for s, _, c in cmp.plan(PRESETS["smoke"], "/tmp/x/runs", 1, None, [])}
+    assert type(cfgs["greso"].selector).__name__ == "GresoConfig"
+    assert type(cfgs["dots_replay"].selector).__name__ == "DotsConfig" and cfgs["dots_replay"].replay.enabled
+    assert cfgs["pods"].filters == ["pods"] and cfgs["dynamic"].filters == ["dynamic"] and cfgs["grpo"].filters == []
+    assert type(cfgs["prune"].pruner).__name__ == "QualityHeadConfig"
+    assert cfgs["best"].replay.enabled and all(c.threads == 1 and c.device == "cpu" for c in cfgs.values())
+
+
+@pytest.mark.slow
+def test_smoke_preset_end_to_end_then_reuse(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    t0 = time.perf_counter()
+    assert cmp.main(["--preset", "smoke", "--out", str(out)]) == 0
+    first = time.perf_counter() - t0
+    summary = json.loads((out / "summary.json").read_text())
+    cmp.validate(summary)
+    assert {r["name"] for r in summary["runs"]} == {s.name for s in PRESETS["smoke"].runs}
+    assert summary["runs"][0]["name"] == "dynamic" == summary["reference"]
+    assert all(s["action"] == "trained" for r in summary["runs"] for s in r["seeds"])
+    for r in summary["runs"]:
+        s = r["seeds"][0]
+        assert s["steps"] == 8 and s["rollouts"] > 0 and s["eval_best"] is not None and len(s["curve"]) == 3
+    by = {r["name"]: r["seeds"][0] for r in summary["runs"]}
+    assert by["grpo"]["rollouts"] == 8 * 4 * 4
+    assert by["pods"]["rollouts"] == 8 * 4 * 8                  # n = 8 generated per prompt, m = 4 trained
+    assert by["dynamic"]["to_target"]["step"] is not None        # the reference reaches its own target
+    page = (out / "report.html").read_text()
+    # accuracy, zero-variance, GRESO, DOTS, pruning, and one heat map per run
+    assert page.count("data:image/png;base64,") == 5 + len(PRESETS["smoke"].runs)
+    for title in ("GRESO", "DOTS", "Pruning", "Outcome heat map: prune-s0"):
+        assert f"<h2>{title}</h2>" in page
+    assert "dynamic (ref)" in page
+    print(f"\nsmoke compare: {first:.1f}s")
+
+    before = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*") if p.is_file()}
+    capsys.readouterr()
+    assert cmp.main(["--preset", "smoke", "--out", str(out), "--no-report"]) == 0
+    log = capsys.readouterr().out
+    assert log.count(": reused (") == len(PRESETS["smoke"].runs) and ": train (" not in log
+    again = json.loads((out / "summary.json").read_text())
+    assert all(s["action"] == "reused" for r in again["runs"] for s in r["seeds"])
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+
+    assert cmp.main(["--preset", "smoke", "--out", str(out), "--only", "greso", "--no-report"]) == 0
+    only = json.loads((out / "summary.json").read_text())
+    assert [r["name"] for r in only["runs"]] == ["dynamic", "greso"]
+    assert only["targets"] == summary["targets"]
+
+    from rollsift.measure.report import main as report_main
+
+    runs = [str(out / "runs" / "greso-s0"), str(out / "runs" / "prune-s0")]
+    assert report_main([*runs, "--out", str(tmp_path / "rep")]) == 0
+    rep = (tmp_path / "rep" / "report.html").read_text()
+    assert rep.count("data:image/png;base64,") == 6  # accuracy, zero-variance, GRESO, pruning, 2 heat maps
+    assert "<h2>DOTS</h2>" not in rep                   # no run has DOTS metrics: left out quietly
+    assert report_main([*runs, "--out", str(tmp_path / "rep2"), "--summary", str(out / "summary.json")]) == 0
+    assert "greso" in (tmp_path / "rep2" / "report.html").read_text()
+
+
+def test_report_needs_run_directories(tmp_path, capsys):
+    from rollsift.measure.report import main as report_main
+
+    assert report_main([str(tmp_path), "--out", str(tmp_path / "rep")]) == 2
+    assert "no metrics.jsonl" in capsys.readouterr().err
+
+
+def test_report_of_runs_without_ledger_or_strategy_metrics(tmp_path):
+    from rollsift.measure.report import labels, render
+
+    _, runs = _pair(tmp_path, [(0, 0.4, 0, 0), (10, 0.6, 1000, 100)], [(0, 0.4, 0, 0), (10, 0.5, 1000, 100)])
+    page = render([c.out for _, _, c in runs], tmp_path / "rep").read_text()
+    assert page.count("data:image/png;base64,") == 2  # accuracy; effective share (the only per-step metric here)
+    assert "Held-out accuracy against cost" in page and not any(t in page for t in ("GRESO", "DOTS", "Pruning", "heat map"))
+    assert labels(["a/runs/x", "b/runs/x", "b/runs/y"]) == ["a/runs/x", "b/runs/x", "b/runs/y"]
+    assert labels(["a/runs/x", "a/runs/y"]) == ["x", "y"]
