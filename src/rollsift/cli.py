@@ -150,7 +150,8 @@ def parser() -> argparse.ArgumentParser:
     ls.add_argument("run", help="run directory or ledger.sqlite")
     ls.add_argument("--json", action="store_true")
 
-    be = sub.add_parser("bench", help="micro-benchmarks (options after the name go to the benchmark)")
+    be = sub.add_parser("bench", add_help=False,
+                        help="micro-benchmarks (options after the name go to the benchmark: rollsift bench NAME --help)")
     be.add_argument("bench_cmd", choices=sorted(BENCHES))
     for name, (_, text) in PASS_THROUGH.items():
         sub.add_parser(name, help=f"{text} (options: rollsift {name} --help)", add_help=False)

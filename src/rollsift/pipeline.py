@@ -160,7 +160,8 @@ class RolloutPipeline:
         pctx = replace(ctx, round=-1)
         groups = self._rollout(prompts, [ctx.epoch] * len(prompts), pctx, m, timer, purpose="probe")
         m["cost/probe_rollouts"] += sum(g.n for g in groups)
-        self.selector.tell(groups, self.ledger, pctx)
+        with timer("time/select"):  # a DOTS refresh (predictor training + prediction) is selection cost
+            self.selector.tell(groups, self.ledger, pctx)
         return groups
 
     def _select(self, size: int, ctx: Context) -> tuple[list[Prompt], list[int]]:

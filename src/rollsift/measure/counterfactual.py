@@ -124,9 +124,11 @@ def replay(ledger: Any, selector: str = "greso", knobs: dict | None = None, seed
             g = recorded.get((b_step, pid)) if was_kept else None
             e["decisions"] += 1
             e["agree"] += keep == was_kept
-            if not was_kept or g is None:  # the run skipped it (or its group is missing): outcome unknown
-                e["recorded_skips"] += not was_kept
+            if not was_kept:  # the run skipped it: if S keeps it, its outcome is unknown
+                e["recorded_skips"] += 1
                 e["extra_groups"] += keep
+                continue
+            if g is None:  # kept without a recorded group (not in a finished step): nothing to count
                 continue
             mixed = 0 < g.n_correct < g.n
             tokens = sum(g.lengths or ())
@@ -144,7 +146,7 @@ def replay(ledger: Any, selector: str = "greso", knobs: dict | None = None, seed
                 e["skipped_all_wrong"] += outcome == "all_wrong"
                 skips.append([b_step, epoch, pid, d.reason if d is not None else "undecided", outcome])
                 continue
-            comps = tuple(Completion(pid, i, token, "", (0.0,), policy_version=g.policy_version) for i in range(g.n))
+            comps = tuple(Completion(pid, j, token, "", (0.0,), policy_version=g.policy_version) for j in range(g.n))
             kept_groups.append(Group(prompts[pid], comps, tuple(g.rewards), tuple(g.correct), step=b_step,
                                      round=g.round, policy_version=g.policy_version, epoch=g.epoch))
         epoch_now = block[-1][1]

@@ -44,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--easy", type=float, default=0.3, help="synthetic pool: share of prompts solved at the start")
     p.add_argument("--hard", type=float, default=0.3, help="synthetic pool: share of hopeless prompts at the start")
     p.add_argument("--practice", type=float, default=0.0, help="synthetic pool: practice weight beta (memorisation)")
+    p.add_argument("--embed-noise", type=float, default=0.5,
+                   help="DOTS: noise on the synthetic embeddings' ease and gain (default 0.5; see docs/simulate.md)")
     p.add_argument("--fit", default=None, metavar="RUN",
                    help="fit pool, lr and practice to a run's ledger (dir or file)")
     p.add_argument("--lr", type=float, default=None,
@@ -87,13 +89,12 @@ def run_configs(args: argparse.Namespace) -> list[Any]:
     set_sel = sets.pop("selector", {})
     if not isinstance(set_sel, dict):
         raise ConfigError("--set selector=...: use selector.type=NAME or selector.KEY=VALUE")
-    _merge(data, sets)
     for key, value in (("steps", args.steps), ("batch_size", args.batch), ("n", args.n), ("seed", args.seed)):
         if value is not None:
             data[key] = value
     if args.filters is not None:
         data["filters"] = [f for f in args.filters.split(",") if f]
-    data.setdefault("steps", 200)
+    _merge(data, sets)
     file_type = file_sel.get("type", "greso")
     default = set_sel.pop("type", None) or file_type
     names = [s for s in (args.compare or args.selector or default).split(",") if s]
@@ -117,6 +118,8 @@ def build_pool(args: argparse.Namespace, seed: int) -> tuple[list, Any, float, d
     """(prompts, difficulty model, lr, description): synthetic, or fitted to ``args.fit``."""
     from .model import synthetic_pool
 
+    if args.pool is not None and args.pool < 1:
+        raise ConfigError(f"--pool must be >= 1, got {args.pool}")
     if args.fit:
         from ..ledger.show import resolve
         from .fit import fit
@@ -128,8 +131,6 @@ def build_pool(args: argparse.Namespace, seed: int) -> tuple[list, Any, float, d
         lr = fitted.lr if args.lr is None else args.lr
         return prompts, model, lr, {"source": "fit", "run": str(args.fit), "fit": fitted.summary()}
     size = DEFAULT_POOL if args.pool is None else args.pool
-    if size < 1:
-        raise ConfigError(f"--pool must be >= 1, got {size}")
     prompts, model = synthetic_pool(size, seed=seed, easy=args.easy, hard=args.hard, practice=args.practice)
     lr = 0.05 if args.lr is None else args.lr
     return prompts, model, lr, {"source": "synthetic", "easy": args.easy, "hard": args.hard, "practice": args.practice}
@@ -247,7 +248,7 @@ def simulate(cfg: Any, prompts: list, base_model: Any, lr: float, embeddings: np
         "pool": len(prompts), "steps": cfg.steps, "batch": cfg.batch_size, "n": cfg.n, "seed": seed, "lr": lr,
         "seconds": seconds,
         "rollouts": r, "probe_rollouts": tot["probe_rollouts"], "informative_rollouts": tot["informative_rollouts"],
-        "effective_share": tot["informative_rollouts"] / r if r else None,
+        "effective_share": tot["informative_rollouts"] / r if r else None, "gen_tokens": tot["gen_tokens"],
         "prompts_rolled_out": tot["prompts"], "pool_passes": tot["prompts"] / len(prompts),
         "rounds_per_step": tot["rounds"] / cfg.steps, "short_batches": tot["short_batches"],
         "zero_variance_frac": tot["zero_variance_groups"] / tot["groups"] if tot["groups"] else None,
@@ -278,7 +279,8 @@ def run(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, dict[str
     if any(c.selector.type == "dots" for c in configs):
         from .model import synthetic_embeddings
 
-        emb = synthetic_embeddings(model, seed=seed)
+        emb = synthetic_embeddings(model, noise=args.embed_noise, seed=seed)
+        source["embed_noise"] = args.embed_noise
     runs = [simulate(c, prompts, model, lr, emb, args.every) for c in configs]
     curves = [r.pop("_curve") for r in runs]
     target = args.target if args.target is not None else (
