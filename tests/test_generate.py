@@ -7,7 +7,6 @@ import torch
 from rollsift.generate import HFGenerator, load_policy
 from rollsift.protocols import Generator, SamplingParams
 from rollsift.records import Context, Prompt
-from rollsift.testbed.model import TinyModelConfig, build_model
 from rollsift.testbed.tokenizer import build_tokenizer
 
 TEXTS = ["1+2", "37+48*3-9", "5", "99*9-1+2", "12*3"]
@@ -15,28 +14,7 @@ PROMPTS = [Prompt(id=f"p{i}", answer="0", text=t) for i, t in enumerate(TEXTS)]
 GREEDY = SamplingParams(temperature=0.0, max_new_tokens=12)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The test machine's 2 cores are shared: intra-op threads spin against other work and a
-    # tiny forward pass goes from ~1 ms to ~100 ms. One thread keeps this module fast.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    tok = build_tokenizer()
-    model = build_model(tok, TinyModelConfig(hidden_size=64, num_layers=2, intermediate_size=128, num_kv_heads=1))
-    # A default random init (std 0.02) repeats one token forever; wider weights give varied
-    # outputs, so rows end with EOS at different steps and argmax ties are unlikely.
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() >= 2:
-                p.normal_(0.0, 0.15, generator=g)
-    return model.eval(), tok
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def prompt_ids(tok, prompt):

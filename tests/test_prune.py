@@ -22,32 +22,13 @@ from rollsift.prune.head import (
 )
 from rollsift.prune.quality_head import QualityHeadConfig, QualityHeadPruner, load_head
 from rollsift.records import Context, Group, Prompt
-from rollsift.testbed.model import TinyModelConfig, build_model
-from rollsift.testbed.tokenizer import build_tokenizer
 
 PROMPTS = [Prompt(id=f"p{i}", answer="0", text=t) for i, t in enumerate(["1+2", "37+48*3-9", "5", "99*9-1+2"])]
 CHECK = 4
 SP = SamplingParams(temperature=1.0, max_new_tokens=16)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    tok = build_tokenizer()
-    model = build_model(tok, TinyModelConfig(hidden_size=64, num_layers=2, intermediate_size=128, num_kv_heads=1))
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():  # wider weights than the default init: varied tokens, EOS at varied steps
-        for p in model.parameters():
-            if p.dim() >= 2:
-                p.normal_(0.0, 0.15, generator=g)
-    return model.eval(), tok
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def pruner_for(model, tok, tmp_path=None, **kw):

@@ -80,7 +80,7 @@ PRESETS: dict[str, Preset] = {
         _TESTBED_COMMON,
     ),
     # Per-issue benchmarks: subsets of the testbed preset with the baseline each issue names
-    # (same out directory => the testbed preset's finished runs are reused, not re-run).
+    # (`--runs OUT/runs` of a testbed compare reuses its finished runs instead of training them again).
     "greso": Preset("greso", "GRESO + dynamic sampling against dynamic sampling alone", "dynamic",
                     _pick("dynamic", "greso"), _TESTBED_COMMON),
     "dots": Preset("dots", "DOTS + rollout replay against plain GRPO", "grpo",
