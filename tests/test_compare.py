@@ -114,7 +114,8 @@ def test_run_status_reuses_resumes_or_trains(tmp_path):
     rows = [{"step": 0, "eval/accuracy": 0.5}, {"step": 4, "eval/accuracy": 0.5}]
     (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert cmp.run_status(cfg) == "train"                                              # unfinished, no checkpoint
-    (d / "checkpoints").mkdir()
+    (d / "checkpoints" / "step_000004").mkdir(parents=True)
+    (d / "checkpoints" / "step_000004" / "state.pt").write_bytes(b"")     # what checkpoint.latest requires
     (d / "checkpoints" / "latest").write_text("step_000004")
     assert cmp.run_status(cfg) == "resume"
     with open(d / "metrics.jsonl", "a") as f:

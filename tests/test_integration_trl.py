@@ -331,7 +331,20 @@ def test_filtered_loss_equals_loss_on_kept_rows(tiny_model, dataset, tmp_path, l
 # ------------------------------------------------------------------------------ selection
 
 
-class SkipIds:
+class _Stateless:
+    """The Stateful part of a selector with no state and no metrics."""
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+    def metrics(self):
+        return {}
+
+
+class SkipIds(_Stateless):
     """A stream selector that skips the given ids and keeps everything else."""
 
     scope = "stream"
@@ -353,15 +366,6 @@ class SkipIds:
     def tell(self, groups, ledger, ctx):
         self.told.append([g.prompt_id for g in groups])
 
-    def state_dict(self):
-        return {}
-
-    def load_state_dict(self, state):
-        pass
-
-    def metrics(self):
-        return {}
-
 
 def test_skipped_prompts_are_replaced_from_the_stream(tiny_model, dataset, tmp_path):
     trainer = make_trainer(tiny_model, dataset, tmp_path)
@@ -382,7 +386,7 @@ def test_skipped_prompts_are_replaced_from_the_stream(tiny_model, dataset, tmp_p
     assert len(fills) == 4
 
 
-class Probing:
+class Probing(_Stateless):
     """A pool-scoped selector that probes two prompts each step (DOTS's shape)."""
 
     scope = "pool"
@@ -399,15 +403,6 @@ class Probing:
 
     def tell(self, groups, ledger, ctx):
         self.told.append((ctx.round, [g.n for g in groups]))
-
-    def state_dict(self):
-        return {}
-
-    def load_state_dict(self, state):
-        pass
-
-    def metrics(self):
-        return {}
 
 
 @pytest.mark.slow

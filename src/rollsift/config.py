@@ -44,6 +44,12 @@ def resolve_strategy(kind: str, registry: dict, data: Any, key: str) -> Any:
     return from_dict(cls, data, key)
 
 
+def build_strategy(config: Any, seed: int) -> Any:
+    """The strategy a resolved config names (``type(config).strategy``), seeded. Torch-free, so the
+    simulator and the counterfactual replay build strategies exactly as ``rollsift train`` does."""
+    return load_class(type(config).strategy)(config, seed=seed)
+
+
 @dataclass
 class SamplingConfig:
     temperature: float = doc("Sampling temperature for training rollouts (1.0 = the policy as is).", 1.0)
@@ -175,19 +181,12 @@ class RunConfig:
 
 def build_config(files: list[str] | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Defaults, then each TOML file in order, then each ``--set`` override."""
-    from .configlib import apply_override, load_toml
+    from .configlib import apply_override, load_toml, merge_into
 
     data: dict = {}
     for path in files or []:
-        _merge(data, load_toml(path))
+        merge_into(data, load_toml(path))
     for item in overrides or []:
         apply_override(data, item)
     return from_dict(RunConfig, data)
 
-
-def _merge(base: dict, new: dict) -> None:
-    for k, v in new.items():
-        if isinstance(v, dict) and isinstance(base.get(k), dict):
-            _merge(base[k], v)
-        else:
-            base[k] = v

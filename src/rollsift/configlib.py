@@ -174,6 +174,21 @@ def load_toml(path: str | Path) -> dict:
         raise ConfigError(f"{p}: not valid TOML: {e}") from None
 
 
+def loads_toml(text: str) -> dict:
+    """Parse TOML text (``tomllib``, or ``tomli`` on Python 3.10)."""
+    return tomllib.loads(text)
+
+
+def merge_into(base: dict, new: Mapping[str, Any]) -> dict:
+    """Merge ``new`` into ``base`` in place, tables recursively (a later file or flag wins); returns ``base``."""
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            merge_into(base[k], v)
+        else:
+            base[k] = v
+    return base
+
+
 def dumps_toml(data: Mapping[str, Any]) -> str:
     import tomli_w
 

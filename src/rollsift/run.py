@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from . import checkpoint
-from .config import FILTERS, SELECTORS, RunConfig
-from .configlib import ConfigError, dumps_toml, load_class, to_dict
+from .config import FILTERS, SELECTORS, RunConfig, build_strategy
+from .configlib import ConfigError, dumps_toml, to_dict
 from .pipeline import RolloutPipeline
 from .protocols import SamplingParams
 from .records import Prompt
@@ -63,10 +63,6 @@ def load_data(cfg: RunConfig) -> tuple[list[Prompt], list[Prompt]]:
     if not train:
         raise ConfigError(f"data.train = {d.train!r} gave no prompts")
     return train, read(d.eval, "eval", d.eval_size)
-
-
-def build_strategy(config: Any, seed: int) -> Any:
-    return load_class(type(config).strategy)(config, seed=seed)
 
 
 @dataclass
@@ -164,7 +160,7 @@ def build(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> Run:
     ledger.register_pool([p.id for p in train], labels=[p.meta.get("difficulty") for p in train])
     reward = MathReward()
     stats = RewardStats()
-    filters = [build_strategy(cfg.dynamic if name == "dynamic" else cfg.pods, seed + 2) for name in cfg.filters]
+    filters = [build_strategy(getattr(cfg, name), seed + 2) for name in cfg.filters]  # [dynamic], [pods]
     pruner = build_strategy(cfg.pruner, seed + 3) if cfg.pruner is not None else None
     replay = None
     if cfg.replay.enabled:

@@ -97,7 +97,9 @@ def check_run(cfg: Any) -> tuple[str, str]:
         return "train", "config.toml differs from the resolved config: overwriting the run"
     if (d / "metrics.jsonl").is_file() and is_finished(cfg, read_metrics(d)):
         return "finished", "same config, finished"
-    if (d / "checkpoints" / "latest").exists():
+    from ..checkpoint import latest
+
+    if latest(d) is not None:  # the checkpoint `train(resume=True)` would restore
         return "resume", "same config, unfinished: resuming from its last checkpoint"
     return "train", "same config, unfinished, no checkpoint: starting over"
 
@@ -107,13 +109,9 @@ def run_status(cfg: Any) -> str:
 
 
 def _same_config(cfg: Any) -> bool:
-    from ..configlib import dumps_toml, load_toml, to_dict
+    from ..configlib import dumps_toml, load_toml, loads_toml, to_dict
 
-    try:
-        from tomllib import loads
-    except ImportError:  # Python 3.10
-        from tomli import loads
-    return loads(dumps_toml(to_dict(cfg))) == load_toml(Path(cfg.out) / "config.toml")
+    return loads_toml(dumps_toml(to_dict(cfg))) == load_toml(Path(cfg.out) / "config.toml")
 
 
 def is_finished(cfg: Any, rows: Sequence[dict]) -> bool:

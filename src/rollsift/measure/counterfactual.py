@@ -79,13 +79,12 @@ def replay(ledger: Any, selector: str = "greso", knobs: dict | None = None, seed
            steps: int | None = None) -> dict[str, Any]:
     """Counterfactual decisions of ``selector`` (seeded ``seed + 5``, as ``rollsift train`` seeds it)
     over the live events of ``ledger`` (of its first ``steps`` steps); see the module docstring."""
-    from ..config import SELECTORS, resolve_strategy
-    from ..configlib import load_class
+    from ..config import SELECTORS, build_strategy, resolve_strategy
     from ..ledger import MemoryLedger
     from ..records import Completion, Context, Group, Prompt
 
     cfg = resolve_strategy("selector", SELECTORS, {"type": selector, **(knobs or {})}, "selector")
-    sel = load_class(type(cfg).strategy)(cfg, seed=seed + 5)
+    sel = build_strategy(cfg, seed + 5)
     if getattr(sel, "scope", "stream") != "stream":
         raise ConfigError(f"--selector {selector}: only stream selectors (greso, uniform) can be replayed on a "
                           f"recorded run; {selector} needs rollouts the run does not have")

@@ -221,12 +221,12 @@ def save_head(head: QualityHead, checkpoint: int, path: str | Path, meta: dict |
 def _run_checkpoint(ckpt_dir: Path) -> int:
     """``pruner.checkpoint`` from the run's resolved config (checkpoints written before the
     pruner's state carried it): OUT/config.toml beside OUT/checkpoints/step_N."""
-    import tomllib
+    from ..configlib import load_toml
 
     cfg = ckpt_dir.parent.parent / "config.toml"
     try:
-        return int(tomllib.loads(cfg.read_text())["pruner"]["checkpoint"])
-    except (OSError, KeyError, ValueError) as e:
+        return int(load_toml(cfg)["pruner"]["checkpoint"])
+    except (OSError, KeyError, ValueError) as e:  # ConfigError (missing, not TOML) is a ValueError
         raise ValueError(f"{ckpt_dir}: cannot tell the head's checkpoint position ({cfg}: {e!r})") from None
 
 

@@ -22,7 +22,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..configlib import ConfigError, apply_override, from_dict, load_toml, to_dict
+from ..config import build_strategy
+from ..configlib import ConfigError, apply_override, from_dict, load_toml, merge_into, to_dict
 
 DEFAULT_POOL = 10_000
 
@@ -62,12 +63,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 # ---------------------------------------------------------------------- configuration
-def _merge(base: dict, new: dict) -> dict:
-    for k, v in new.items():
-        base[k] = _merge(dict(base[k]), v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
-    return base
-
-
 def run_configs(args: argparse.Namespace) -> list[Any]:
     """One validated ``RunConfig`` per simulated selector: defaults, then the TOML files, the flags
     and ``--set``. A file's ``[selector]`` knobs apply when its selector type is simulated;
@@ -79,7 +74,7 @@ def run_configs(args: argparse.Namespace) -> list[Any]:
         files = [str(Path(args.fit) / "config.toml")]
     data: dict = {}
     for f in files:
-        _merge(data, load_toml(f))
+        merge_into(data, load_toml(f))
     file_sel = data.pop("selector", None) or {}
     sets: dict = {}
     per: dict[str, dict] = {}
@@ -94,7 +89,7 @@ def run_configs(args: argparse.Namespace) -> list[Any]:
             data[key] = value
     if args.filters is not None:
         data["filters"] = [f for f in args.filters.split(",") if f]
-    _merge(data, sets)
+    merge_into(data, sets)
     file_type = file_sel.get("type", "greso")
     default = set_sel.pop("type", None) or file_type
     names = [s for s in (args.compare or args.selector or default).split(",") if s]
@@ -137,12 +132,6 @@ def build_pool(args: argparse.Namespace, seed: int) -> tuple[list, Any, float, d
 
 
 # ---------------------------------------------------------------------- one simulated run
-def _strategy(config: Any, seed: int) -> Any:
-    from ..configlib import load_class
-
-    return load_class(type(config).strategy)(config, seed=seed)  # as rollsift.run.build_strategy, without torch
-
-
 def _sim_ledger() -> Any:
     from ..ledger import MemoryLedger
 
@@ -187,12 +176,12 @@ def simulate(cfg: Any, prompts: list, base_model: Any, lr: float, embeddings: np
     # The pool is not registered with the ledger: registration only labels prompts for analysis (no
     # strategy reads it) and costs seconds at a million prompts; unseen ids read as "no history".
     ledger = _sim_ledger() if ledger is None else ledger
-    sel = _strategy(cfg.selector, seed + 5)
+    sel = build_strategy(cfg.selector, seed + 5)
     if hasattr(sel, "set_embeddings"):
         if embeddings is None:
             raise ValueError(f"selector {cfg.selector.type!r} needs embeddings")
         sel.set_embeddings([p.id for p in prompts], embeddings)
-    filters = [_strategy(cfg.dynamic if f == "dynamic" else cfg.pods, seed + 2) for f in cfg.filters]
+    filters = [build_strategy(getattr(cfg, f), seed + 2) for f in cfg.filters]
     rep = cfg.replay
     replay = FifoReplayBuffer(rep.capacity, rep.max_staleness, seed=seed + 4) if rep.enabled else None
     s = cfg.sampling

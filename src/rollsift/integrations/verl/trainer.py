@@ -38,7 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from ...configlib import ConfigError, load_class
+from ...config import build_strategy
+from ...configlib import ConfigError
 from ...records import Prompt
 from .config import TRAINER_MODE, VerlRollsiftConfig, check_verl_version
 from .session import Candidate, Session, prompt_from_row
@@ -113,7 +114,7 @@ class RollsiftTrainerSync(PPOTrainerSync):
         self._ledger_path = path
         ledger = open_verl_ledger(cfg.ledger, path)
         seed = cfg.seed if cfg.seed is not None else (self.config.data.get("seed") or 0)
-        selector = load_class(type(cfg.selector).strategy)(cfg.selector, seed=seed)
+        selector = build_strategy(cfg.selector, seed)
         logger.info("rollsift: selector %s, ledger %s (%s)", type(selector).__name__, path, cfg.ledger.backend)
         return Session(cfg, selector, ledger, n=self.config.actor_rollout_ref.rollout.n)
 
