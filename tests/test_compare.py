@@ -157,7 +157,7 @@ def test_smoke_preset_covers_every_strategy():
     cfgs = {s.name: c for s, _, c in cmp.plan(PRESETS["smoke"], "/tmp/x/runs", 1, None, [])}
     assert type(cfgs["greso"].selector).__name__ == "GresoConfig"
     assert type(cfgs["dots_replay"].selector).__name__ == "DotsConfig" and cfgs["dots_replay"].replay.enabled
-    assert cfgs["pods"].filters == ["pods"] and cfgs["dynamic"].filters == ["dynamic"] and cfgs["grpo"].filters == []
+    assert cfgs["pods"].filter_names == ["pods"] and cfgs["dynamic"].filter_names == ["dynamic"] and cfgs["grpo"].filters == []
     assert type(cfgs["prune"].pruner).__name__ == "QualityHeadConfig"
     assert cfgs["best"].replay.enabled and all(c.threads == 1 and c.device == "cpu" for c in cfgs.values())
 

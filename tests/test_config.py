@@ -19,7 +19,7 @@ CONFIGS = sorted((Path(__file__).parents[1] / "src" / "rollsift" / "configs").gl
 def test_defaults_build():
     cfg = build_config()
     assert isinstance(cfg.selector, (UniformConfig, GresoConfig))
-    assert isinstance(cfg.dynamic, DynamicSamplingConfig)
+    assert isinstance(cfg.filters[0], DynamicSamplingConfig)
 
 
 def test_toml_then_overrides(tmp_path):
@@ -29,8 +29,8 @@ def test_toml_then_overrides(tmp_path):
     assert cfg.steps == 7
     assert cfg.learner.lr == 3e-4
     assert isinstance(cfg.selector, GresoConfig) and cfg.selector.p_easy == 0.3 and cfg.selector.p_hard == 0.6
-    assert cfg.filters == ["dynamic", "pods"]
-    assert isinstance(cfg.pods, PODSConfig) and cfg.pods.m == 2
+    assert cfg.filter_names == ["dynamic", "pods"]
+    assert isinstance(cfg.filters[1], PODSConfig) and cfg.filters[1].m == 2
 
 
 def test_unknown_key_names_the_key_and_the_allowed_ones():

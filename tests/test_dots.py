@@ -146,7 +146,7 @@ def test_probe_draws_references_at_the_first_step_and_every_mu_steps():
         if refs:
             assert len({p.id for p in refs}) == 10
             probed.append(s)
-            sel.tell([group(p, int(rng.integers(9))) for p in refs], None, Context(step=s, round=-1))
+            sel.tell([group(p, int(rng.integers(9))) for p in refs], None, Context(step=s, purpose="probe"))
         sel.tell([], None, Context(step=s))
     assert probed == [1, 4, 7]
     assert sel.metrics()["select/dots/refreshes"] == 3
@@ -212,7 +212,7 @@ def test_online_training_beats_the_untrained_adapters():
         out = []
         for s in range(1, 8):
             refs = sel.probe(pool, None, Context(step=s))
-            sel.tell([group(x, int(rng.binomial(8, p[int(x.id[1:])]))) for x in refs], None, Context(step=s, round=-1))
+            sel.tell([group(x, int(rng.binomial(8, p[int(x.id[1:])]))) for x in refs], None, Context(step=s, purpose="probe"))
             chosen = sel.ask(pool, 64, None, Context(step=s)).chosen
             sel.tell([group(x, int(rng.binomial(8, p[int(x.id[1:])]))) for x in chosen], None, Context(step=s))
             out.append(sel.metrics().get("select/dots/pearson", 0.0))
@@ -240,7 +240,7 @@ def test_predictor_file_round_trip(tmp_path):
     sel = DotsSelector(DotsConfig(predictor_path=str(path), online=False, ref_size=64), seed=0)
     sel.set_embeddings([x.id for x in pool], e)
     before = {k: v.clone() for k, v in sel.predictor.net.state_dict().items()}
-    sel.tell([group(pool[i], int(ky[i] * 8)) for i in range(64)], None, Context(step=1, round=-1))
+    sel.tell([group(pool[i], int(ky[i] * 8)) for i in range(64)], None, Context(step=1, purpose="probe"))
     assert all(torch.equal(v, sel.predictor.net.state_dict()[k]) for k, v in before.items())
     torch.save({"weights": 1}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not a DOTS predictor file"):
@@ -330,7 +330,7 @@ def test_dynamic_sampling_refills_never_repeat_a_prompt_within_a_round():
 
     pipe, ledger, learner = sim_run(dots())
     pipe.filters = [DynamicSamplingFilter(DynamicSamplingConfig(max_rounds=6, carry_over=False))]
-    pipe.dynamic = pipe.filters[0]
+    pipe.refill = pipe.filters[0]
     for s in range(1, 5):
         sim_step(pipe, learner, s)
     train = [g for g in ledger.groups(purpose="train")]
@@ -433,7 +433,7 @@ def _time_refresh(n: int, d: int, threads: int) -> None:
         refs = sel.probe(pool, None, Context(step=s))
         groups = [group(p, int(rng.integers(9)), step=s) for p in refs]
         t, c = time.perf_counter(), time.process_time()
-        sel.tell(groups, None, Context(step=s, round=-1))
+        sel.tell(groups, None, Context(step=s, purpose="probe"))
         m = sel._round_metrics
         print(f"  refresh {s} (K={len(refs)}): {time.perf_counter() - t:.2f}s wall, {time.process_time() - c:.2f}s cpu "
               f"(train {m['time/dots/train']:.2f}s, predict {m['time/dots/predict']:.2f}s)")
@@ -467,7 +467,7 @@ def _quality(seeds: int = 3) -> None:
             for s in range(1, 11):
                 refs = sel.probe(pool, None, Context(step=s))
                 sel.tell([group(x, int(rng.binomial(8, p[int(x.id[1:])]))) for x in refs], None,
-                         Context(step=s, round=-1))
+                         Context(step=s, purpose="probe"))
                 chosen = sel.ask(pool, 64, None, Context(step=s)).chosen
                 sel.tell([group(x, int(rng.binomial(8, p[int(x.id[1:])]))) for x in chosen], None, Context(step=s))
                 out.append(round(sel.metrics().get("select/dots/pearson", 0.0), 2))

@@ -402,7 +402,7 @@ class Probing(_Stateless):
         return Selection(chosen, tuple(Decision(p.id, True, "target") for p in chosen))
 
     def tell(self, groups, ledger, ctx):
-        self.told.append((ctx.round, [g.n for g in groups]))
+        self.told.append((ctx.purpose, [g.n for g in groups]))
 
 
 @pytest.mark.slow
@@ -416,7 +416,7 @@ def test_probing_pool_selector(tiny_model, dataset, tmp_path):
     train = list(ledger.groups(purpose="train"))
     assert len(probes) == 4 and all(g.n == G for g in probes)
     assert [g.prompt_id for g in train[:B]] == [p.id for p in trainer.rollsift.pool[:B]]
-    assert sel.told[0] == (-1, [G, G]) and sel.told[1] == (0, [G] * B)
+    assert sel.told[0] == ("probe", [G, G]) and sel.told[1] == ("train", [G] * B)
 
 
 # ------------------------------------------------------------------------------ plumbing

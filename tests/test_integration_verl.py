@@ -478,7 +478,7 @@ class ProbingPoolSelector:
         return Selection(tuple(chosen), tuple(Decision(p.id, True, "target") for p in chosen))
 
     def tell(self, groups, ledger, ctx):
-        self.told.append([(g.prompt_id, ctx.round) for g in groups])
+        self.told.append([(g.prompt_id, ctx.purpose) for g in groups])
 
     def state_dict(self):
         return {"next": self.next}
@@ -503,8 +503,8 @@ def test_rollsift_trainer_pool_selector_with_probes(cluster, assets, tmp_path):
     steps = run_steps(trainer, 2, tq)
     for batch, m in steps:
         assert len({k.split("_")[0] for k in batch.keys}) == B and m["select/probe_groups"] == 2
-    # per step: the probes told first (round -1), then the step's B training groups
-    assert [len(t) for t in sel.told] == [2, B, 2, B] and sel.told[0][0][1] == -1
+    # per step: the probes told first (purpose "probe"), then the step's B training groups
+    assert [len(t) for t in sel.told] == [2, B, 2, B] and sel.told[0][0][1] == "probe"
     led = trainer.rollsift.ledger
     purposes = [g.purpose for g in led.groups()]
     assert purposes.count("probe") == 4 and purposes.count("train") == 2 * B

@@ -78,7 +78,7 @@ def test_round_cap_trains_short_or_errors():
 def test_surplus_is_carried_one_step_and_used_first():
     dyn = DynamicSamplingFilter(DynamicSamplingConfig(round_size="fixed", max_round_factor=4, min_round=64))
     pipe, _, model = make(filters=[dyn], easy=0.05, hard=0.05)
-    pipe.dynamic.next_round_size = lambda missing, zv, bs: 64  # always over-generate
+    pipe.refill.next_round_size = lambda missing, zv, bs: 64  # always over-generate
     learner = SimLearner(model)
     col1 = step(pipe, learner, 1)
     carried = list(pipe.carry)

@@ -132,7 +132,8 @@ def test_config_layering(tmp_path):
                                  "--set", "dynamic.max_rounds=3", "--n", "8"])
     u, g, d = run_configs(args)
     assert (u.selector.type, g.selector.p_easy, d.selector.mu) == ("uniform", 0.3, 4)
-    assert u.batch_size == 16 and u.filters == ["dynamic", "pods"] and u.pods.m == 4 and g.dynamic.max_rounds == 3
+    assert u.batch_size == 16 and u.filter_names == ["dynamic", "pods"] and u.filters[1].m == 4
+    assert g.filters[0].max_rounds == 3
     (only,) = run_configs(_parser().parse_args(["--config", str(toml), "--filters", ""]))
     assert only.selector.type == "greso" and only.filters == []
 

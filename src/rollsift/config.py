@@ -9,7 +9,8 @@ documents and validates its knobs. The resolved config is written to ``OUT/confi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Literal, Optional
 
 from .configlib import ConfigError, check_positive, check_range, doc, from_dict, load_class
@@ -30,9 +31,12 @@ PRUNERS = {
 }
 
 
+REGISTRIES = {"selector": SELECTORS, "filter": FILTERS, "pruner": PRUNERS}
+
+
 def resolve_strategy(kind: str, registry: dict, data: Any, key: str) -> Any:
     """Turn ``{"type": name, **knobs}`` (or an already built config) into its config dataclass."""
-    if not isinstance(data, dict):
+    if not isinstance(data, Mapping):
         return data
     name = data.get("type")
     if name not in registry:
@@ -48,6 +52,51 @@ def build_strategy(config: Any, seed: int) -> Any:
     """The strategy a resolved config names (``type(config).strategy``), seeded. Torch-free, so the
     simulator and the counterfactual replay build strategies exactly as ``rollsift train`` does."""
     return load_class(type(config).strategy)(config, seed=seed)
+
+
+def make_strategy(kind: str, spec: Any, seed: int, key: str | None = None) -> Any:
+    """A strategy from whatever a user may hand an engine: a ready object (used as is), a config
+    dataclass, a registry name or a table ``{type = name, knobs}``; None (or pruner 'none') gives None."""
+    if spec is None:
+        return None
+    key = key or kind
+    if isinstance(spec, str):
+        if spec not in REGISTRIES[kind]:
+            raise ConfigError(f"{key} {spec!r} is not known; choose one of {sorted(REGISTRIES[kind])}")
+        spec = {"type": spec}
+    if isinstance(spec, Mapping):
+        spec = resolve_strategy(kind, REGISTRIES[kind], dict(spec), key)
+        if spec is None:
+            return None
+    if is_dataclass(spec) and not isinstance(spec, type):
+        if getattr(type(spec), "strategy", None) is None:
+            raise ConfigError(f"{key}: {type(spec).__name__} names no strategy class; pass the {kind} object itself")
+        return build_strategy(spec, seed)
+    return spec
+
+
+def fold_filter_tables(data: dict) -> dict:
+    """Move top-level tables named after a registered filter (``[dynamic]``, ``--set pods.m=4``)
+    into that filter's entry of ``filters``, so no filter needs a field of its own in RunConfig.
+    Knobs of a filter that is not listed are still checked (a typo is an error), then ignored."""
+    default = [f.default_factory() for f in fields(RunConfig) if f.name == "filters"][0]
+    listed = data.get("filters", default)
+    if isinstance(listed, str):
+        listed = [x for x in listed.split(",") if x]
+    entries = [dict(e) if isinstance(e, Mapping) else ({"type": e} if isinstance(e, str) else e) for e in listed]
+    for name, spec in FILTERS.items():
+        knobs = data.pop(name, None)
+        if knobs is None:
+            continue
+        if not isinstance(knobs, Mapping):
+            raise ConfigError(f"{name} must be a table of the '{name}' filter's knobs, got {knobs!r}")
+        from_dict(load_class(spec), {**knobs, "type": name}, name)
+        for e in entries:
+            if isinstance(e, dict) and e.get("type") == name:
+                e.update(knobs)
+    if "filters" in data or any(isinstance(e, dict) and len(e) > 1 for e in entries):
+        data["filters"] = entries
+    return data
 
 
 @dataclass
@@ -78,6 +127,10 @@ class LearnerConfig:
     kl_coef: float = doc("Weight of a k3 KL penalty to the starting policy (0 = off, no reference model kept).", 0.0)
     is_cap: float = doc("Decoupled loss: tokens whose importance weight pi_old/pi_behaviour exceeds this are masked.", 5.0)
     max_tokens_per_forward: int = doc("Micro-batch size for forward/backward passes, in padded tokens.", 16384)
+    undo_nonfinite: bool = doc(
+        "Undo a step whose loss, gradient or new weights are not finite (keeps a copy of the weights and optimiser "
+        "state during the update; false only skips the optimiser step whose gradient is not finite).", True)
+    max_nonfinite_steps: int = doc("Stop the run after this many consecutive undone (non-finite) steps.", 3)
 
     def __post_init__(self) -> None:
         check_positive("learner.lr", self.lr)
@@ -87,6 +140,7 @@ class LearnerConfig:
         check_positive("learner.clip_high", self.clip_high, allow_zero=True)
         check_positive("learner.kl_coef", self.kl_coef, allow_zero=True)
         check_positive("learner.is_cap", self.is_cap)
+        check_positive("learner.max_nonfinite_steps", self.max_nonfinite_steps)
 
 
 @dataclass
@@ -124,6 +178,7 @@ class ReplayConfig:
 class LogConfig:
     progress: bool = doc("Show a rich progress bar with live metrics.", True)
     tensorboard: bool = doc("Also write TensorBoard event files under OUT/tb (needs the tensorboard package).", False)
+    report: bool = doc("Write OUT/report.html (curves, heat map) when the run ends.", True)
 
 
 @dataclass
@@ -148,12 +203,12 @@ class RunConfig:
         "Pre-rollout prompt selector: a table with type = 'uniform' | 'greso' | 'dots' and its knobs.",
         default_factory=lambda: {"type": "greso"},
     )
-    filters: list[str] = doc(
-        "Post-rollout filters, applied in order: 'dynamic' (DAPO dynamic sampling), 'pods'.",
+    filters: list[Any] = doc(
+        "Post-rollout filters, applied in order: names ('dynamic' = DAPO dynamic sampling, 'pods') or tables "
+        "{type = name, knobs}. A top-level table named after a listed filter ([dynamic], --set pods.m=4) sets its "
+        "knobs.",
         default_factory=lambda: ["dynamic"],
     )
-    dynamic: Any = doc("Knobs of the 'dynamic' filter (used when it is listed in filters).", default_factory=dict)
-    pods: Any = doc("Knobs of the 'pods' filter (used when it is listed in filters).", default_factory=dict)
     pruner: Any = doc(
         "In-flight rollout pruner: a table with type = 'none' | 'quality_head' and its knobs.",
         default_factory=lambda: {"type": "none"},
@@ -164,19 +219,27 @@ class RunConfig:
         check_positive("batch_size", self.batch_size)
         if self.n < 2:
             raise ConfigError(f"n must be >= 2 (GRPO needs a group to compare within), got {self.n}")
-        for f in self.filters:
-            if f not in FILTERS:
-                raise ConfigError(f"filters: {f!r} is not a known filter; choose from {sorted(FILTERS)}")
-        if len(set(self.filters)) != len(self.filters):
-            raise ConfigError(f"filters lists a filter twice: {self.filters}")
+        filters = []
+        for i, f in enumerate(self.filters):
+            spec = {"type": f} if isinstance(f, str) else f
+            if isinstance(spec, Mapping) and spec.get("type") not in FILTERS:
+                raise ConfigError(f"filters: {spec.get('type')!r} is not a known filter; choose from {sorted(FILTERS)}")
+            filters.append(resolve_strategy("filter", FILTERS, spec, spec.get("type") if isinstance(spec, Mapping) else f"filters[{i}]"))
+        names = [f.type for f in filters]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"filters lists a filter twice: {names}")
+        self.filters = filters
         self.selector = resolve_strategy("selector", SELECTORS, self.selector, "selector")
         self.pruner = resolve_strategy("pruner", PRUNERS, self.pruner, "pruner")
-        if isinstance(self.dynamic, dict):
-            self.dynamic = from_dict(load_class(FILTERS["dynamic"]), {"type": "dynamic", **self.dynamic}, "dynamic")
-        if isinstance(self.pods, dict) and "pods" in self.filters:
-            self.pods = from_dict(load_class(FILTERS["pods"]), {"type": "pods", **self.pods}, "pods")
-        elif isinstance(self.pods, dict):
-            self.pods = None
+
+    @property
+    def filter_names(self) -> list[str]:
+        return [f.type for f in self.filters]
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> "RunConfig":
+        """A RunConfig from plain (TOML) data, filter tables folded in (``fold_filter_tables``)."""
+        return from_dict(cls, fold_filter_tables(dict(data)))
 
 
 def build_config(files: list[str] | None = None, overrides: list[str] | None = None) -> RunConfig:
@@ -188,5 +251,5 @@ def build_config(files: list[str] | None = None, overrides: list[str] | None = N
         merge_into(data, load_toml(path))
     for item in overrides or []:
         apply_override(data, item)
-    return from_dict(RunConfig, data)
+    return RunConfig.from_data(data)
 

@@ -13,7 +13,10 @@ What is computed where:
   pi_old / pi_behaviour, masking tokens above ``is_cap`` (AReaL);
 * completions with zero advantage (all-equal groups) get no forward/backward pass: their policy
   gradient is exactly zero, and they still count in the token-mean denominator, so the update is
-  identical to computing them (unless a KL term is on, which needs them).
+  identical to computing them (unless a KL term is on, which needs them);
+* a step whose loss, gradient norm or resulting weights are not finite is undone from a copy of the
+  weights and optimiser state taken before it (``undo_nonfinite``), reported as
+  ``train/nonfinite_skipped = 1``, and the policy version does not advance.
 """
 
 from __future__ import annotations
@@ -73,9 +76,11 @@ class PolicyLearner:
         self.model.train()
         if any(r.off_policy for r in active):
             self._fill_old([r for r in active if r.off_policy])
+        snapshot = self._snapshot() if cfg.undo_nonfinite and active else None
         sums: dict[str, float] = {}
         count = 0
         grad_norms = []
+        finite = True
         for _ in range(cfg.ppo_epochs):
             order = torch.randperm(len(rows), generator=self.rng).tolist()
             for part in _split(order, cfg.minibatches):
@@ -84,14 +89,32 @@ class PolicyLearner:
                 mb_active = [r for r in mb if id(r) in active_ids]
                 for micro in self._micro_batches(mb_active):
                     loss, metrics = self._loss(micro, mb_tokens, len(mb))
+                    finite = finite and bool(torch.isfinite(loss))
+                    if not finite:
+                        break
                     loss.backward()
                     for k, v in metrics.items():
                         sums[k] = sums.get(k, 0.0) + v
                     count += 1
+                norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
+                                                      cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+                finite = finite and bool(torch.isfinite(norm))
+                if not finite:
+                    self.optimizer.zero_grad(set_to_none=True)
+                    break
                 if cfg.grad_clip > 0:
-                    grad_norms.append(float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)))
+                    grad_norms.append(float(norm))
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
+            if not finite:
+                break
+        if finite and snapshot is not None:
+            finite = all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+        if not finite:
+            if snapshot is not None:
+                self._restore(snapshot)
+            return {"train/nonfinite_skipped": 1.0, "train/lr": self.optimizer.param_groups[0]["lr"],
+                    "train/tokens": float(total_tokens), "train/completions": float(len(rows))}
         self.policy_version += 1
         out = {k: v / max(count, 1) for k, v in sums.items() if k != "loss/policy"}
         out["loss/policy"] = sums.get("loss/policy", 0.0)  # micro-batch terms sum to the loss
@@ -100,10 +123,23 @@ class PolicyLearner:
             "train/tokens": float(total_tokens),
             "train/completions": float(len(rows)),
             "train/skipped_zero_adv_frac": 1.0 - len(active) / max(len(rows), 1),
+            "train/nonfinite_skipped": 0.0,
         })
         if grad_norms:
             out["train/grad_norm"] = sum(grad_norms) / len(grad_norms)
         return out
+
+    def _snapshot(self) -> tuple[list[torch.Tensor], dict[str, Any]]:
+        """Weights and optimiser state before the update, to undo a step that went non-finite."""
+        return ([p.detach().clone() for p in self.model.parameters()], copy.deepcopy(self.optimizer.state_dict()))
+
+    def _restore(self, snapshot: tuple[list[torch.Tensor], dict[str, Any]]) -> None:
+        params, opt = snapshot
+        with torch.no_grad():
+            for p, saved in zip(self.model.parameters(), params):
+                p.copy_(saved)
+        self.optimizer.load_state_dict(opt)
+        self.optimizer.zero_grad(set_to_none=True)
 
     def _set_lr(self) -> None:
         w = self.cfg.warmup_steps

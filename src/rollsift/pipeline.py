@@ -1,14 +1,18 @@
-"""The rollout pipeline: one training step's worth of data (DESIGN.md section 1).
+"""The rollout pipeline: one training step's worth of data (DESIGN.md section 1), for every engine.
 
     probe? -> SELECT -> GENERATE (+ prune) -> SCORE -> LEDGER -> FILTER -> refill? -> REPLAY mix-in
 
-Shared by the reference trainer, the simulator and the adapters: it sees the generator, the
-reward function and the learner only through their protocols, so a simulated generator or a
-host framework's rollouts drive the very same selection, filtering and accounting.
+rollsift's own trainer and the simulator call ``collect`` (the whole step, with the pipeline's
+generator) and ``observe``; host frameworks that generate themselves (TRL, verl) call the phases
+``collect`` is made of: ``probe_prompts`` / ``tell_probes``, ``select``, ``record``, ``filter`` and
+``tell``. Either way the selection walk (``rollsift.selection``), the ledger events, the filter chain,
+the cost accounting and the metric names are this module's, and ``from_config`` builds every
+strategy with the same seeds (``SEEDS``) on every engine.
 
-Accounting (``cost/*``): every generated rollout counts, probes (DOTS's reference set) and
-pruned rollouts included; ``cost/informative_rollouts`` counts those in groups whose
-correctness varied, the share GRESO and DAPO try to raise to 1.
+Accounting (``cost/*``): every generated rollout counts in ``cost/rollouts``, probes (DOTS's reference
+set, also in ``cost/probe_rollouts``) and pruned rollouts included; ``cost/prompts`` and
+``cost/informative_rollouts`` count training groups only, the latter those whose correctness varied:
+the share GRESO and DAPO try to raise to 1.
 """
 
 from __future__ import annotations
@@ -16,17 +20,31 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from .protocols import Generator, GroupFilter, Ledger, PromptSelector, RolloutPruner, SamplingParams
-from .records import Completion, Context, Group, Prompt, RewardResult, Selection
+from .protocols import Generator, GroupFilter, Ledger, PromptSelector, RefillPolicy, RolloutPruner, SamplingParams
+from .records import Candidate, Completion, Context, Group, Prompt, RewardResult, TrainBatch
+from .selection import SelectionWalk
 from .stream import EpochStream
 
 ScoreFn = Callable[[Prompt, Sequence[Completion]], Sequence[RewardResult]]
 
+# Every seeded piece of a run draws from ``seed + SEEDS[piece]``, on every engine, so that one seed
+# gives the same selection decisions for the same history under rollsift's trainer, TRL and verl.
+SEEDS = {"stream": 0, "generator": 0, "learner": 1, "filters": 2, "pruner": 3, "replay": 4, "selector": 5}
+
+COUNTERS = ("cost/rollouts", "cost/gen_tokens", "cost/pruned_rollouts", "cost/informative_rollouts",
+            "cost/prompts", "cost/probe_rollouts", "time/generate", "time/score", "time/ledger", "time/filter")
+
+_FROM_FILTERS: Any = object()  # the default refill: the one a filter brings (DAPO dynamic sampling's)
+
+
+def seed_of(piece: str, seed: int) -> int:
+    return int(seed) + SEEDS[piece]
+
 
 class RoundCapError(RuntimeError):
-    """Dynamic sampling hit its round cap with at_cap='error'."""
+    """Dynamic sampling hit its round cap (or ran out of prompts) with at_cap='error'."""
 
 
 @dataclass
@@ -35,7 +53,8 @@ class Collected:
 
     groups: list[Group]  # fresh first, then carried, then replayed
     off_policy: list[bool]  # sampled by an older policy (carried or replayed)
-    generated: list[Group]  # every group generated this step (probes excluded), before filtering
+    generated: list[Group]  # every training group generated this step, before filtering
+    probes: list[Group] = field(default_factory=list)  # a probing selector's reference groups
     metrics: dict[str, float] = field(default_factory=dict)
 
 
@@ -44,185 +63,319 @@ class RolloutPipeline:
         self,
         pool: Sequence[Prompt],
         selector: PromptSelector,
-        generator: Generator,
-        score_fn: ScoreFn,
+        generator: Generator | None,
+        score_fn: ScoreFn | None,
         ledger: Ledger,
         *,
         batch_size: int,
         n: int,
-        sampling: SamplingParams,
+        sampling: SamplingParams | None = None,
         filters: Sequence[GroupFilter] = (),
+        refill: RefillPolicy | None = _FROM_FILTERS,
         pruner: RolloutPruner | None = None,
         replay: Any = None,
         replay_fraction: float = 0.0,
         seed: int = 0,
+        max_examined: float = 2.0,
     ) -> None:
         self.pool = list(pool)
-        self.stream = EpochStream(self.pool, seed)
-        self.selector, self.generator, self.score_fn, self.ledger = selector, generator, score_fn, ledger
-        self.batch_size, self.n, self.sampling = batch_size, n, sampling
+        self.by_id = {p.id: p for p in self.pool}
+        # A host that streams candidates itself (verl's dataloader) may give no pool: no stream then.
+        self.stream = EpochStream(self.pool, seed_of("stream", seed)) if self.pool else None
+        self.walk = SelectionWalk(selector, ledger, pool_size=len(self.pool), max_examined=max_examined)
+        self.generator, self.score_fn = generator, score_fn
+        self.batch_size, self.n, self.sampling = batch_size, n, sampling or SamplingParams()
         self.filters = list(filters)
-        self.dynamic = next((f for f in self.filters if f.name == "dynamic"), None)
+        if refill is _FROM_FILTERS:
+            refill = next((r for f in self.filters if (r := getattr(f, "refill", None)) is not None), None)
+        self.refill = refill
         self.pruner = pruner
         self.replay, self.replay_fraction = replay, replay_fraction
         self.carry: deque[Group] = deque()
         self.zero_variance_rate = 0.0  # last round's, for sizing the next (GRESO)
-        self.pool_consumed = 0  # fresh prompts drawn by a pool-scoped selector
-        self._step_ids: set[str] = set()  # prompts already in this step's batch
+        self._m = dict.fromkeys(COUNTERS, 0.0)
+        self._fm: dict[str, list[float]] = {}  # filter metric -> [weighted sum, weight] this step
+        self._groups = [0, 0, 0.0]  # training groups recorded this step: count, zero-variance, accuracy sum
 
-    # ------------------------------------------------------------------ one step
+    @classmethod
+    def from_config(cls, cfg: Any, pool: Sequence[Prompt], ledger: Ledger, *, generator: Generator | None = None,
+                    score_fn: ScoreFn | None = None, bind: Mapping[str, Any] | None = None,
+                    **override: Any) -> "RolloutPipeline":
+        """The pipeline a run config describes, every strategy seeded from ``SEEDS``.
+
+        ``cfg`` is a ``RunConfig`` or any object with some of its fields (``seed``, ``batch_size``,
+        ``n``, ``selector``, ``filters``, ``pruner``, ``replay``, ``sampling``, ``max_examined``);
+        keyword arguments override them. A strategy field may hold a table, a config dataclass, a
+        registry name or a ready strategy object. ``bind``: resources for ``bind(...)`` hooks
+        (``model``, ``tokenizer``, ``encode``, ``out``, ``device``); None leaves binding to the caller.
+        """
+        from .config import make_strategy
+        from .replay import FifoReplayBuffer
+
+        def get(name: str, default: Any = None) -> Any:
+            return override[name] if name in override else getattr(cfg, name, default)
+
+        seed = int(get("seed", 0) or 0)
+        selector = make_strategy("selector", get("selector") or "uniform", seed_of("selector", seed))
+        filters = [make_strategy("filter", f, seed_of("filters", seed)) for f in get("filters", ()) or ()]
+        pruner = make_strategy("pruner", get("pruner"), seed_of("pruner", seed))
+        rep = get("replay")
+        replay = None
+        if rep is not None and getattr(rep, "enabled", True):
+            replay = rep if hasattr(rep, "sample") else FifoReplayBuffer(rep.capacity, rep.max_staleness,
+                                                                         seed=seed_of("replay", seed))
+        s = get("sampling")
+        sampling = s if isinstance(s, SamplingParams) or s is None else SamplingParams(s.temperature, s.top_p,
+                                                                                        s.max_new_tokens)
+        pipe = cls(pool, selector, generator, score_fn, ledger, batch_size=int(get("batch_size", 0) or 0),
+                   n=int(get("n", 0) or 0), sampling=sampling, filters=filters, pruner=pruner, replay=replay,
+                   replay_fraction=getattr(rep, "fraction", 0.0) if replay is not None else 0.0, seed=seed,
+                   max_examined=float(get("max_examined", 2.0)))
+        if bind is not None:
+            pipe.bind(**bind)
+        return pipe
+
+    def bind(self, pool: Sequence[Prompt] | None = None, **resources: Any) -> None:
+        """Call every strategy's optional ``bind`` hook (protocols.Bindable) with the pool (default: the
+        pipeline's) and ``resources`` (model, tokenizer, encode, out, device; missing ones are None)."""
+        for s in (self.selector, self.pruner, *self.filters):
+            if s is not None and hasattr(s, "bind"):
+                s.bind(pool=list(pool) if pool is not None else self.pool,
+                       **{"model": None, "tokenizer": None, "encode": None, "out": None, **resources})
+
+    @property
+    def ledger(self) -> Ledger:
+        return self.walk.ledger
+
+    @ledger.setter
+    def ledger(self, ledger: Ledger) -> None:
+        self.walk.ledger = ledger
+
+    @property
+    def selector(self) -> PromptSelector:
+        return self.walk.selector
+
+    @selector.setter
+    def selector(self, selector: PromptSelector) -> None:
+        self.walk.selector = selector
+
+    @property
+    def epoch(self) -> int:
+        """The pass over the pool the next selection belongs to."""
+        if self.walk.scope == "pool":
+            return self.walk.pool_consumed // max(len(self.pool), 1)
+        return self.walk.pending[0].epoch if self.walk.pending else (self.stream.epoch if self.stream else 0)
+
+    def context(self, step: int, policy_version: int = 0) -> Context:
+        return Context(step=step, epoch=self.epoch, policy_version=policy_version, n=self.n)
+
+    # ------------------------------------------------------------------ one step (own generator)
     def collect(self, ctx: Context) -> Collected:
-        m: dict[str, float] = {k: 0.0 for k in _COUNTERS}
-        timer = _Timer(m)
-        self._step_ids: set[str] = set()
-        probes = self._probe(ctx, m, timer)
-
+        """Select, generate, score, record, filter and refill until the batch is full; mix in replay."""
+        m = self._m
+        probes = self._probe(ctx)
         n_replay = self._replay_quota(ctx)
         target = self.batch_size - n_replay
-        kept: list[Group] = self._take_carry(ctx, m)
-        self._step_ids.update(g.prompt_id for g in kept)
+        kept: list[Group] = self._take_carry(ctx)
+        in_step = {g.prompt_id for g in kept}
         generated: list[Group] = []
-        rounds = 0
+        rounds, r = 0, self.refill
         while len(kept) < target:
-            if rounds and self.dynamic is None:
+            if rounds and r is None:
                 break
-            cfg = self.dynamic.cfg if self.dynamic else None
-            if cfg and rounds >= cfg.max_rounds:
-                if cfg.at_cap == "error":
-                    raise RoundCapError(
-                        f"step {ctx.step}: {len(kept)}/{target} informative groups after "
-                        f"dynamic.max_rounds={cfg.max_rounds} rounds; raise dynamic.max_rounds or set "
-                        f"dynamic.at_cap='train' to train on a short batch"
-                    )
-                m["cost/short_batch"] = 1.0
+            if r is not None and rounds >= r.max_rounds:
+                self._at_cap(ctx, f"{len(kept)}/{target} informative groups after dynamic.max_rounds={r.max_rounds} "
+                                  f"rounds; raise dynamic.max_rounds or set dynamic.at_cap='train' to train on a "
+                                  f"short batch")
                 break
             missing = target - len(kept)
-            size = self.dynamic.next_round_size(missing, self.zero_variance_rate, self.batch_size) if self.dynamic else missing
+            size = r.next_round_size(missing, self.zero_variance_rate, self.batch_size) if r is not None else missing
             rctx = replace(ctx, round=rounds)
-            with timer("time/select"):
-                prompts, epochs = self._select(size, rctx)
-            if not prompts:
+            chosen = self.select(size, rctx, exclude=in_step)
+            if not chosen:
+                self._at_cap(ctx, f"{len(kept)}/{target} groups and the selector offered no prompt (every prompt of "
+                                  f"the pool is in this step's batch, or the selector skipped them all); use a "
+                                  f"larger pool or a smaller batch_size")
                 break
-            groups = self._rollout(prompts, epochs, rctx, m, timer, purpose="train")
+            in_step.update(c.prompt.id for c in chosen)
+            groups = self.rollout(chosen, rctx)
             generated += groups
-            zero_var = sum(g.is_zero_variance for g in groups)
-            self.zero_variance_rate = zero_var / len(groups)
-            with timer("time/filter"):
-                survivors = list(groups)
-                for f in self.filters:
-                    result = f.apply(survivors, rctx)
-                    self.ledger.record_filter(f.name, result, rctx)
-                    survivors = list(result.kept)
-            kept += survivors
+            self.zero_variance_rate = sum(g.is_zero_variance for g in groups) / len(groups)
+            kept += self.filter(groups, rctx)
             rounds += 1
-        m["cost/rounds"] = float(rounds)
-
         fresh, surplus = kept[:target], kept[target:]
-        if self.dynamic and self.dynamic.cfg.carry_over:
+        if r is not None and r.carry_over:
             self.carry.extend(surplus)
-        m["cost/surplus_groups"] = float(len(surplus))
         replayed = self._sample_replay(n_replay, fresh, ctx)
         if self.replay is not None:
             self.replay.add([g for g in fresh if g.step == ctx.step], ctx.policy_version)
-        m["batch/groups"] = float(len(fresh) + len(replayed))
+        batch = fresh + replayed
+        m["cost/rounds"] = float(rounds)
+        m["cost/surplus_groups"] = float(len(surplus))
+        if len(fresh) < target:
+            m["cost/short_batch"] = 1.0
+        m["batch/groups"] = float(len(batch))
         m["batch/replayed_groups"] = float(len(replayed))
         m["batch/carried_groups"] = float(sum(g.step != ctx.step for g in fresh))
-        m["batch/zero_variance_frac"] = sum(g.is_zero_variance for g in fresh + replayed) / max(len(fresh) + len(replayed), 1)
-        for f in self.filters:
-            m.update(f.metrics())
-        if generated:
-            m["step/zero_variance_frac"] = sum(g.is_zero_variance for g in generated) / len(generated)
-            m["step/accuracy"] = sum(g.accuracy for g in generated) / len(generated)
+        m["batch/zero_variance_frac"] = sum(g.is_zero_variance for g in batch) / max(len(batch), 1)
         off = [g.step != ctx.step for g in fresh] + [True] * len(replayed)
-        return Collected(groups=fresh + replayed, off_policy=off, generated=generated + probes, metrics=m)
+        return Collected(groups=batch, off_policy=off, generated=generated, probes=probes,
+                         metrics=self.step_metrics())
 
     def observe(self, collected: Collected, ctx: Context) -> dict[str, float]:
-        """After the update: strategies learn from every group the step generated; their metrics."""
-        train_groups = [g for g in collected.generated if g.round >= 0]
-        self.selector.tell(train_groups, self.ledger, ctx)
+        """After the update: strategies learn from every training group the step generated."""
+        return self.tell(collected.generated, ctx)
+
+    def rollout(self, candidates: Sequence[Candidate], ctx: Context) -> list[Group]:
+        """Generate ``n`` completions for each candidate with the pipeline's generator, score them and
+        record the groups (purpose ``ctx.purpose``; a pruner runs on training rounds only)."""
+        if self.generator is None or self.score_fn is None:
+            raise RuntimeError("this pipeline has no generator/score_fn (a host engine generates): call select, "
+                               "record, filter and tell instead of collect")
+        prompts = [c.prompt for c in candidates]
+        t0 = time.perf_counter()
+        pruner = self.pruner if ctx.purpose == "train" else None
+        outs = self.generator.generate(prompts, self.n, self.sampling, pruner, ctx)
+        t1 = time.perf_counter()
+        groups = []
+        for c, comps in zip(candidates, outs):
+            results = self.score_fn(c.prompt, comps)
+            groups.append(Group(prompt=c.prompt, completions=tuple(comps), rewards=tuple(r.reward for r in results),
+                                correct=tuple(r.correct for r in results), step=ctx.step, round=ctx.round,
+                                policy_version=ctx.policy_version, epoch=c.epoch))
+        self._m["time/generate"] += t1 - t0
+        self._m["time/score"] += time.perf_counter() - t1
+        self.record(groups, ctx, stats=getattr(self.generator, "last_stats", None))
+        return groups
+
+    # ------------------------------------------------------------------ phases (host engines)
+    def probe_prompts(self, ctx: Context) -> list[Prompt]:
+        """A probing selector's reference prompts for this step ([] for other selectors or steps)."""
+        probe = getattr(self.selector, "probe", None)
+        if probe is None:
+            return []
+        t0 = time.perf_counter()
+        prompts = list(probe(self.pool, self.ledger, replace(ctx, purpose="probe")))
+        self.walk.add_time(time.perf_counter() - t0)
+        return prompts
+
+    def tell_probes(self, groups: Sequence[Group], ctx: Context) -> None:
+        """Hand the rolled-out reference groups to the selector (a DOTS refresh: selection cost)."""
+        t0 = time.perf_counter()
+        self.selector.tell(list(groups), self.ledger, replace(ctx, purpose="probe"))
+        self.walk.add_time(time.perf_counter() - t0)
+
+    def select(self, budget: int, ctx: Context, *, draw: Callable[[int], Sequence[Candidate]] | None = None,
+               exclude: Iterable[str] = (), fill: bool = False,
+               fill_first: Sequence[Candidate] = ()) -> list[Candidate]:
+        """Up to ``budget`` candidates through the selection walk: from the whole pool for a pool-scoped
+        selector, else from ``draw`` (default: the pipeline's epoch stream). ``fill``: complete a short
+        request unconditionally, from ``fill_first`` first (``SelectionWalk.stream``)."""
+        if self.walk.scope == "pool":
+            return self.walk.pool(self.pool, budget, ctx, fill=fill)
+        if draw is None and self.stream is None:
+            raise RuntimeError("this pipeline has no pool to stream from: pass draw=")
+        return self.walk.stream(budget, ctx, draw or self.stream.draw, exclude=exclude, fill=fill,
+                                fill_first=fill_first)
+
+    def record(self, groups: Sequence[Group], ctx: Context, stats: Mapping[str, float] | None = None) -> None:
+        """Write generated groups to the ledger (before any filter) and count their cost.
+
+        ``stats``: the generator's ``last_stats`` when it knows more than the groups show (rollouts
+        started and pruned, tokens generated)."""
+        t0 = time.perf_counter()
+        self.ledger.record_groups(groups, ctx)
+        m, stats = self._m, stats or {}
+        m["time/ledger"] += time.perf_counter() - t0
+        rollouts = float(stats.get("rows", sum(g.n for g in groups)))
+        m["cost/rollouts"] += rollouts
+        m["cost/gen_tokens"] += float(stats.get("gen_tokens", sum(g.num_tokens for g in groups)))
+        m["cost/pruned_rollouts"] += float(stats.get("pruned_rows", 0))
+        if ctx.purpose == "probe":
+            m["cost/probe_rollouts"] += rollouts
+        else:
+            m["cost/prompts"] += len(groups)
+            m["cost/informative_rollouts"] += sum(g.n for g in groups if not g.is_zero_variance)
+            self._groups[0] += len(groups)
+            self._groups[1] += sum(g.is_zero_variance for g in groups)
+            self._groups[2] += sum(g.accuracy for g in groups)
+
+    def filter(self, groups: Sequence[Group], ctx: Context) -> list[Group]:
+        """Run the filter chain; each filter's decisions go to the ledger. Returns the survivors."""
+        t0 = time.perf_counter()
+        survivors = list(groups)
+        for f in self.filters:
+            result = f.apply(survivors, ctx)
+            self.ledger.record_filter(f.name, result, ctx)
+            for k, v in result.metrics.items():  # weighted by the groups each call saw
+                acc = self._fm.setdefault(k, [0.0, 0.0])
+                acc[0] += float(v) * len(survivors)
+                acc[1] += len(survivors)
+            survivors = list(result.kept)
+        self._m["time/filter"] += time.perf_counter() - t0
+        return survivors
+
+    def tell(self, groups: Sequence[Group], ctx: Context) -> dict[str, float]:
+        """After the update: the selector and the pruner learn from the step's training groups; their
+        metrics and the replay buffer's. The context's epoch is the latest epoch among the groups (the
+        stream may have entered a new epoch during the step: GRESO adapts from the second epoch on)."""
+        groups = list(groups)
+        if groups:
+            ctx = replace(ctx, epoch=max(ctx.epoch, max(g.epoch for g in groups)))
+        self.selector.tell(groups, self.ledger, ctx)
         out = dict(self.selector.metrics())
         if self.pruner is not None:
-            self.pruner.observe(train_groups, ctx)
+            self.pruner.observe(groups, ctx)
             out.update(self.pruner.metrics())
         if self.replay is not None:
             out.update(self.replay.metrics())
         return {k: float(v) for k, v in out.items()}
 
+    def add_time(self, key: str, seconds: float) -> None:
+        """Time a host spent on rollsift's behalf outside these methods (``time/select``, ``time/observe``...)."""
+        if key == "time/select":
+            self.walk.add_time(seconds)
+        else:
+            self._m[key] = self._m.get(key, 0.0) + seconds
+
+    def use_pool(self, pool: Sequence[Prompt]) -> None:
+        """Give a host pipeline built without a pool (verl streams its own dataloader) the pool that a
+        pool-scoped or probing selector needs."""
+        self.pool = list(pool)
+        self.by_id = {p.id: p for p in self.pool}
+
+    def step_metrics(self) -> dict[str, float]:
+        """Selection, cost, time and filter counters since the last call (then reset), and the share
+        of zero-variance groups and the mean accuracy of the training groups recorded meanwhile."""
+        out = {**self.walk.metrics(), **self._m}
+        out.update({k: s / w for k, (s, w) in self._fm.items() if w})
+        count, zero_var, acc = self._groups
+        if count:
+            out["step/zero_variance_frac"] = zero_var / count
+            out["step/accuracy"] = acc / count
+        self._m, self._fm, self._groups = dict.fromkeys(COUNTERS, 0.0), {}, [0, 0, 0.0]
+        return out
+
     # ------------------------------------------------------------------ pieces
-    def _probe(self, ctx: Context, m: dict, timer: "_Timer") -> list[Group]:
-        probe = getattr(self.selector, "probe", None)
-        if probe is None:
-            return []
-        with timer("time/select"):
-            prompts = list(probe(self.pool, self.ledger, ctx))
+    def _probe(self, ctx: Context) -> list[Group]:
+        prompts = self.probe_prompts(ctx)
         if not prompts:
             return []
-        pctx = replace(ctx, round=-1)
-        groups = self._rollout(prompts, [ctx.epoch] * len(prompts), pctx, m, timer, purpose="probe")
-        m["cost/probe_rollouts"] += sum(g.n for g in groups)
-        with timer("time/select"):  # a DOTS refresh (predictor training + prediction) is selection cost
-            self.selector.tell(groups, self.ledger, pctx)
+        pctx = replace(ctx, round=0, purpose="probe")
+        groups = self.rollout([Candidate(p, ctx.epoch) for p in prompts], pctx)
+        self.tell_probes(groups, pctx)
         return groups
 
-    def _select(self, size: int, ctx: Context) -> tuple[list[Prompt], list[int]]:
-        if self.selector.scope == "pool":
-            epoch = self.pool_consumed // len(self.pool)
-            sel = self.selector.ask(self.pool, size, self.ledger, replace(ctx, epoch=epoch))
-            self.ledger.record_selection(sel.decisions, replace(ctx, epoch=epoch))
-            self.pool_consumed += len(sel.chosen)
-            return list(sel.chosen), [epoch] * len(sel.chosen)
-        chosen: list[Prompt] = []
-        epochs: list[int] = []
-        examined, limit = 0, 2 * len(self.pool)  # a selector that skips everything cannot spin forever
-        while len(chosen) < size and examined < limit:
-            raw = self.stream.chunk(size - len(chosen))
-            # A prompt already rolled out this step (tiny pools wrap around mid-step) is passed over.
-            cands = [p for p in raw if p.id not in self._step_ids]
-            ectx = replace(ctx, epoch=self.stream.epoch)
-            sel: Selection = self.selector.ask(cands, size - len(chosen), self.ledger, ectx)
-            _check_prefix(sel, cands)
-            k = len(sel.decisions)
-            last = cands[k - 1].id if k else None
-            consumed = next((i + 1 for i, p in enumerate(raw) if p.id == last), 0) if k < len(cands) else len(raw)
-            self.stream.consume(consumed)
-            self.ledger.record_selection(sel.decisions, ectx)
-            examined += consumed
-            chosen += sel.chosen
-            self._step_ids.update(p.id for p in sel.chosen)
-            epochs += [self.stream.epoch] * len(sel.chosen)
-            if not consumed:
-                break
-        return chosen, epochs
+    def _at_cap(self, ctx: Context, why: str) -> None:
+        if self.refill is not None and self.refill.at_cap == "error":
+            raise RoundCapError(f"step {ctx.step}: {why}")
 
-    def _rollout(self, prompts, epochs, ctx: Context, m: dict, timer: "_Timer", purpose: str) -> list[Group]:
-        with timer("time/generate"):
-            outs = self.generator.generate(prompts, self.n, self.sampling, self.pruner if purpose == "train" else None, ctx)
-        stats = getattr(self.generator, "last_stats", {}) or {}
-        with timer("time/score"):
-            groups = []
-            for p, e, comps in zip(prompts, epochs, outs):
-                results = self.score_fn(p, comps)
-                groups.append(Group(
-                    prompt=p, completions=tuple(comps), rewards=tuple(r.reward for r in results),
-                    correct=tuple(r.correct for r in results), step=ctx.step, round=ctx.round,
-                    policy_version=ctx.policy_version, epoch=e,
-                ))
-        with timer("time/ledger"):
-            self.ledger.record_groups(groups, ctx, purpose=purpose)
-        rollouts = int(stats.get("rows", sum(g.n for g in groups)))
-        m["cost/rollouts"] += rollouts
-        m["cost/gen_tokens"] += float(stats.get("gen_tokens", sum(g.num_tokens for g in groups)))
-        m["cost/pruned_rollouts"] += float(stats.get("pruned_rows", 0))
-        m["cost/informative_rollouts"] += sum(g.n for g in groups if not g.is_zero_variance)
-        m["cost/prompts"] += len(groups)
-        return groups
-
-    def _take_carry(self, ctx: Context, m: dict) -> list[Group]:
+    def _take_carry(self, ctx: Context) -> list[Group]:
         if not self.carry:
             return []
-        max_age = self.dynamic.cfg.max_staleness if self.dynamic else 0
+        max_age = self.refill.max_staleness if self.refill is not None else 0
         fresh = [g for g in self.carry if ctx.step - g.step <= max_age]
-        m["cost/stale_dropped_groups"] = float(len(self.carry) - len(fresh))
+        self._m["cost/stale_dropped_groups"] = float(len(self.carry) - len(fresh))
         self.carry.clear()
         return fresh
 
@@ -235,16 +388,15 @@ class RolloutPipeline:
     def _sample_replay(self, k: int, fresh: list[Group], ctx: Context) -> list[Group]:
         if k <= 0:
             return []
-        exclude = {g.prompt_id for g in fresh}
-        return self.replay.sample(k, ctx.policy_version, exclude=exclude)
+        return self.replay.sample(k, ctx.policy_version, exclude={g.prompt_id for g in fresh})
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         return {
-            "stream": self.stream.state_dict(),
+            "stream": self.stream.state_dict() if self.stream is not None else None,
+            "walk": self.walk.state_dict(),
             "carry": list(self.carry),
             "zero_variance_rate": self.zero_variance_rate,
-            "pool_consumed": self.pool_consumed,
             "selector": self.selector.state_dict(),
             "filters": {f.name: f.state_dict() for f in self.filters},
             "pruner": self.pruner.state_dict() if self.pruner is not None else None,
@@ -252,10 +404,11 @@ class RolloutPipeline:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.stream.load_state_dict(state["stream"])
+        if self.stream is not None:
+            self.stream.load_state_dict(state["stream"])
+        self.walk.load_state_dict(state["walk"], self.by_id)
         self.carry = deque(state["carry"])
         self.zero_variance_rate = float(state["zero_variance_rate"])
-        self.pool_consumed = int(state["pool_consumed"])
         self.selector.load_state_dict(state["selector"])
         for f in self.filters:
             f.load_state_dict(state["filters"][f.name])
@@ -265,36 +418,20 @@ class RolloutPipeline:
             self.replay.load_state_dict(state["replay"])
 
 
-_COUNTERS = (
-    "cost/rollouts", "cost/gen_tokens", "cost/pruned_rollouts", "cost/informative_rollouts",
-    "cost/prompts", "cost/probe_rollouts", "time/select", "time/generate", "time/score",
-    "time/ledger", "time/filter",
-)
+def train_step(pipeline: RolloutPipeline, learner: Any, ctx: Context,
+               advantages: Callable[[Sequence[Group]], Any] | None = None) -> tuple[Collected, dict[str, float]]:
+    """One step of the reference loop, shared by ``rollsift train`` and the simulator: collect the
+    batch, update the learner, let the strategies observe. ``advantages(groups)`` gives the
+    per-completion advantages (the simulated learner reads the groups and needs none)."""
+    collected = pipeline.collect(ctx)
+    groups = tuple(collected.groups)
+    adv = advantages(groups) if advantages is not None else tuple((0.0,) * g.n for g in groups)
+    t0 = time.perf_counter()
+    metrics = dict(learner.update(TrainBatch(groups, adv, tuple(collected.off_policy)), ctx))
+    metrics["time/train"] = time.perf_counter() - t0
+    metrics.update(pipeline.observe(collected, ctx))
+    metrics.update(collected.metrics)
+    return collected, metrics
 
 
-def _check_prefix(sel: Selection, cands: Sequence[Prompt]) -> None:
-    ids = [d.prompt_id for d in sel.decisions]
-    if ids != [p.id for p in cands[: len(ids)]]:
-        raise RuntimeError(
-            "a stream-scoped selector must decide on a prefix of its candidates, in order; "
-            f"got decisions for {ids[:5]}... from candidates {[p.id for p in cands[:5]]}..."
-        )
-
-
-class _Timer:
-    def __init__(self, sink: dict) -> None:
-        self.sink = sink
-
-    def __call__(self, key: str) -> "_Span":
-        return _Span(self.sink, key)
-
-
-class _Span:
-    def __init__(self, sink: dict, key: str) -> None:
-        self.sink, self.key = sink, key
-
-    def __enter__(self) -> None:
-        self.t0 = time.perf_counter()
-
-    def __exit__(self, *exc) -> None:
-        self.sink[self.key] = self.sink.get(self.key, 0.0) + time.perf_counter() - self.t0
+__all__ = ["COUNTERS", "Collected", "RolloutPipeline", "RoundCapError", "SEEDS", "seed_of", "train_step"]

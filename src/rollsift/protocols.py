@@ -8,7 +8,7 @@ randomness comes from its own seeded generator, which is part of its state.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, runtime_checkable
 
 from .records import (
     Completion,
@@ -63,7 +63,7 @@ class Ledger(LedgerView, Protocol):
 
     def record_selection(self, decisions: Sequence[Decision], ctx: Context) -> None: ...
 
-    def record_groups(self, groups: Sequence[Group], ctx: Context, purpose: str = "train") -> None: ...
+    def record_groups(self, groups: Sequence[Group], ctx: Context, purpose: str | None = None) -> None: ...
 
     def record_filter(self, name: str, result: FilterResult, ctx: Context) -> None: ...
 
@@ -97,10 +97,45 @@ class ProbingSelector(PromptSelector, Protocol):
 
     The pipeline calls ``probe`` at the start of a step, rolls the returned prompts out under the
     current policy (their cost is counted), records them in the ledger with purpose "probe", and
-    hands the groups to ``tell`` before ``ask``.
+    hands the groups to ``tell`` (with ``ctx.purpose == "probe"``) before ``ask``.
     """
 
     def probe(self, pool: Sequence[Prompt], ledger: LedgerView, ctx: Context) -> Sequence[Prompt]: ...
+
+
+@runtime_checkable
+class Bindable(Protocol):
+    """A strategy that reads the policy or the pool before training (DOTS embeds the pool, the
+    quality head sizes itself to the policy's hidden states). Every engine calls ``bind`` once,
+    after building the strategy and before its first ``ask``/``prune``, with what it has:
+
+    model / tokenizer: the starting policy (None where the host keeps it elsewhere, e.g. verl's
+        GPU workers); encode: ``Prompt -> list[int]`` as generation sees it; out: a directory the
+        strategy may cache in (the run directory); pool: the training prompts; device: where to
+        compute. Strategies accept ``**_`` so that engines can pass more later.
+    """
+
+    def bind(self, *, model: Any, tokenizer: Any, encode: Any, out: Any, pool: Sequence[Prompt],
+             device: Any = None, **_: Any) -> None: ...
+
+
+@runtime_checkable
+class RefillPolicy(Protocol):
+    """How a step tops its batch up when filters dropped groups (DAPO dynamic sampling's loop).
+
+    The pipeline keeps generating rounds while the batch is short, at most ``max_rounds`` per
+    step; ``at_cap`` says what happens at the cap ("train" on the short batch, or "error").
+    ``next_round_size`` sizes the next round from the missing groups and the last round's
+    zero-variance rate. Surplus groups are kept for the next step when ``carry_over`` is true and
+    dropped once older than ``max_staleness`` steps. Without a refill policy a step is one round.
+    """
+
+    max_rounds: int
+    at_cap: str
+    carry_over: bool
+    max_staleness: int
+
+    def next_round_size(self, missing: int, zero_variance_rate: float, batch_size: int) -> int: ...
 
 
 @runtime_checkable
@@ -172,7 +207,14 @@ class SamplingParams:
 
 @runtime_checkable
 class Generator(Protocol):
-    """Produces ``n`` completions for each prompt; ``out[i]`` are the completions of ``prompts[i]``."""
+    """Produces ``n`` completions for each prompt; ``out[i]`` are the completions of ``prompts[i]``.
+
+    ``last_stats`` describes the last call: ``rows`` (rollouts started, pruned ones included),
+    ``gen_tokens`` (tokens generated), ``pruned_rows``; a backend may add more (``seconds``,
+    ``prompt_tokens``). The pipeline's cost accounting reads it.
+    """
+
+    last_stats: Mapping[str, float]
 
     def generate(
         self,
@@ -198,8 +240,14 @@ class Learner(Stateful, Protocol):
 
 @runtime_checkable
 class ReplayBuffer(Stateful, Protocol):
-    """Keeps recent informative groups for reuse, bounded by size and by staleness."""
+    """Keeps recent informative groups for reuse, bounded by size and by staleness.
+
+    ``available`` counts the groups that may still be replayed at ``policy_version``; ``sample``
+    draws up to ``k`` of them, none of whose prompt is in ``exclude`` (the step's fresh prompts).
+    """
 
     def add(self, groups: Sequence[Group], policy_version: int) -> None: ...
 
-    def sample(self, k: int, policy_version: int) -> list[Group]: ...
+    def available(self, policy_version: int) -> int: ...
+
+    def sample(self, k: int, policy_version: int, exclude: Iterable[str] = ()) -> list[Group]: ...

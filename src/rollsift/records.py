@@ -17,6 +17,9 @@ LENGTH = "length"  # hit max_new_tokens
 PRUNED = "pruned"  # stopped by a RolloutPruner mid-flight
 STATUSES = (STOP, LENGTH, PRUNED)
 
+# Why a group was generated (Context.purpose, the ledger's group events).
+PURPOSES = ("train", "probe", "eval")
+
 
 @dataclass(frozen=True)
 class Prompt:
@@ -183,6 +186,19 @@ class Selection:
 
 
 @dataclass(frozen=True)
+class Candidate:
+    """A prompt offered to a selector, with the pass over the pool (``epoch``) it belongs to.
+
+    ``ref`` is the engine's handle on the prompt's row (verl: its place in a dataloader chunk);
+    the selection walk carries it through untouched.
+    """
+
+    prompt: Prompt
+    epoch: int
+    ref: Any = None
+
+
+@dataclass(frozen=True)
 class FilterResult:
     """Groups a filter kept (possibly edited, e.g. down-sampled by PODS) and why others went."""
 
@@ -230,10 +246,21 @@ class PromptStats:
 
 @dataclass(frozen=True)
 class Context:
-    """Where the loop stands, handed to every strategy call."""
+    """Where the loop stands, handed to every strategy call.
+
+    ``purpose`` says why the groups of the call are generated: "train" (the step's batch), "probe"
+    (a probing selector's reference prompts, never trained on) or "eval". ``n`` is the group size
+    when the caller knows it; strategies that need it (the quality-head pruner) reject None
+    instead of assuming a size. ``epoch`` is the pass over the pool the call belongs to.
+    """
 
     step: int
     epoch: int = 0
     round: int = 0
     policy_version: int = 0
-    n: int = 8
+    n: int | None = None
+    purpose: str = "train"
+
+    def __post_init__(self) -> None:
+        if self.purpose not in PURPOSES:
+            raise ValueError(f"Context.purpose must be one of {PURPOSES}, got {self.purpose!r}")

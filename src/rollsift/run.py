@@ -1,13 +1,17 @@
-"""Builds a run from its config: model, data, reward, strategies, pipeline, learner, ledger, log.
+"""Builds a run from its config: data, model, reward, pipeline, learner, ledger, log, run directory.
 
 The reference loop (``rollsift.train``) only calls what is assembled here; checkpoint saving and
-restoring also live here so the loop stays short.
+restoring also live here so the loop stays short. The order is chosen so that nothing is lost and
+nothing slow happens before a mistake is caught: the run directory is locked, a resume's config is
+checked against the saved one and the data is read before the model is loaded; ``config.toml`` is
+written only once the run's state has loaded.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, replace
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +19,17 @@ import numpy as np
 import torch
 
 from . import checkpoint
-from .config import FILTERS, SELECTORS, RunConfig, build_strategy
+from .config import RunConfig
 from .configlib import ConfigError, dumps_toml, to_dict
-from .pipeline import RolloutPipeline
-from .protocols import SamplingParams
+from .pipeline import RolloutPipeline, seed_of
 from .records import Prompt
+from .rundir import RunDir, RunDirError
 from .runlog import RunLog
+
+# Keys a resumed run may change: they steer the loop, logging and evaluation, not the state it
+# restores (evaluation draws from its own seeds and restores the sampler's state afterwards).
+RESUME_SAFE = ("steps", "max_minutes", "out", "device", "threads", "checkpoint_every", "log.", "eval.",
+               "data.eval", "data.eval_size")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -40,7 +49,13 @@ def load_model(spec: str, device: torch.device):
         from .testbed import base_checkpoint
 
         spec = str(base_checkpoint())
-    return load_policy(spec, device=device)
+    elif not (Path(spec) / "config.json").is_file():
+        raise ConfigError(f"model = {spec!r} is not a model directory (a folder with config.json, as written by "
+                          f"save_pretrained); use 'testbed' or a local path")
+    from .generate.hf import quiet_transformers
+
+    with quiet_transformers():
+        return load_policy(spec, device=device)
 
 
 def load_data(cfg: RunConfig) -> tuple[list[Prompt], list[Prompt]]:
@@ -65,9 +80,36 @@ def load_data(cfg: RunConfig) -> tuple[list[Prompt], list[Prompt]]:
     return train, read(d.eval, "eval", d.eval_size)
 
 
+def check_resume_config(saved: dict | None, cfg: RunConfig) -> None:
+    """Refuse a resume whose config changes what the saved state depends on, naming the keys."""
+    if saved is None:
+        return
+    from .configlib import loads_toml
+
+    now = loads_toml(dumps_toml(to_dict(cfg)))
+    changed = sorted(k for k in set(_flat(saved)) | set(_flat(now))
+                     if _flat(saved).get(k) != _flat(now).get(k) and not k.startswith(RESUME_SAFE))
+    if changed:
+        show = ", ".join(f"{k}: {_flat(saved).get(k)!r} -> {_flat(now).get(k)!r}" for k in changed[:6])
+        raise ConfigError(f"--resume with a changed config: {show}. The saved state depends on these keys; resume "
+                          f"with the run's own config ({cfg.out}/config.toml), or start a new run. Keys that may "
+                          f"change on resume: steps, max_minutes, checkpoint_every, threads, device, log.*, eval.*")
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}." if isinstance(v, dict) else f"{prefix}{k}"))
+    return out
+
+
 @dataclass
 class Run:
     cfg: RunConfig
+    rundir: RunDir
+    lock: Any
     model: Any
     tokenizer: Any
     generator: Any
@@ -101,84 +143,109 @@ class Run:
             "generator": self.generator.state_dict(),
             "log": self.log.state_dict(),
         }
+        self.ledger.sync()  # every event of the checkpointed steps is durable before the state that counts on them
         return checkpoint.save(self.cfg.out, step, self.model, self.tokenizer, state)
 
     def restore(self) -> int:
-        """Load the newest checkpoint; returns its step (0 when there is none)."""
-        path = checkpoint.latest(self.cfg.out)
-        if path is None:
-            return 0
-        state = checkpoint.load(path, self.model)
-        self.learner.load_state_dict(state["learner"])
-        self.pipeline.load_state_dict(state["pipeline"])
-        self.generator.load_state_dict(state["generator"])
-        checkpoint.set_rng_state(state["rng"])
-        step = int(state["step"])
+        """Load the newest intact checkpoint (falling back past damaged ones) and roll the ledger and
+        metrics back to its step; with none, roll them back to nothing. Returns the step."""
+        step = 0
+        for path in checkpoint.candidates(self.cfg.out):
+            try:
+                state = checkpoint.load(path, self.model)
+            except checkpoint.CheckpointError as e:
+                print(f"rollsift: {e}; trying an earlier checkpoint", file=sys.stderr)
+                continue
+            self.learner.load_state_dict(state["learner"])
+            self.pipeline.load_state_dict(state["pipeline"])
+            self.generator.load_state_dict(state["generator"])
+            checkpoint.set_rng_state(state["rng"])
+            step = int(state["step"])
+            checkpoint.discard_after(self.cfg.out, step)
+            break
+        else:
+            if checkpoint.candidates(self.cfg.out) or (self.rundir.checkpoints / checkpoint.LATEST).exists() \
+                    or self.rundir.metrics_path.exists():
+                print(f"rollsift: no intact checkpoint in {self.rundir.checkpoints}; resuming from the start "
+                      f"(the ledger and metrics are rolled back to step 0)", file=sys.stderr)
+            state = None
         self.log.close()
         self.log = RunLog(self.cfg.out, progress=self.cfg.log.progress, tensorboard=self.cfg.log.tensorboard,
                           total_steps=self.cfg.steps, resume_step=step)
-        self.log.load_state_dict(state["log"])
+        if state is not None:
+            self.log.load_state_dict(state["log"])
         self.ledger.rollback(after_step=step)
         return step
+
+    def write_config(self) -> None:
+        self.rundir.config_path.write_text(dumps_toml(to_dict(self.cfg)))
+
+    def close(self) -> None:
+        self.log.close()
+        self.ledger.close()
+        self.lock.release()
 
 
 def build(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> Run:
     from .generate import HFGenerator
     from .ledger import open_ledger
     from .learner import PolicyLearner
-    from .replay import FifoReplayBuffer
     from .rewards import MathReward, RewardStats
 
-    seed = cfg.seed
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    out = Path(cfg.out)
-    if not resume and (out / "metrics.jsonl").exists():
-        if not overwrite:
-            raise ConfigError(
-                f"{out} already holds a run; pass --resume to continue it, --overwrite to start over, "
-                f"or choose another directory with --set out=..."
-            )
-        import shutil
-
-        for name in ("metrics.jsonl", "ledger.sqlite", "ledger.sqlite-wal", "ledger.sqlite-shm", "checkpoints", "tb"):
-            target = out / name
-            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.toml").write_text(dumps_toml(to_dict(cfg)))
-
-    device = resolve_device(cfg.device)
-    model, tokenizer = load_model(cfg.model, device)
-    train, evals = load_data(cfg)
-    generator = HFGenerator(model, tokenizer, max_batch_rows=256, seed=seed)
-    learner = PolicyLearner(model, generator.encode, cfg.learner, temperature=cfg.sampling.temperature,
-                            pad_id=generator.pad_id, seed=seed + 1)
-    ledger = open_ledger(out / "ledger.sqlite")
-    ledger.register_pool([p.id for p in train], labels=[p.meta.get("difficulty") for p in train])
-    reward = MathReward()
-    stats = RewardStats()
-    filters = [build_strategy(getattr(cfg, name), seed + 2) for name in cfg.filters]  # [dynamic], [pods]
-    pruner = build_strategy(cfg.pruner, seed + 3) if cfg.pruner is not None else None
-    replay = None
-    if cfg.replay.enabled:
-        replay = FifoReplayBuffer(cfg.replay.capacity, cfg.replay.max_staleness, seed=seed + 4)
-    run = Run(cfg, model, tokenizer, generator, learner, None, ledger, reward, stats, evals,  # type: ignore[arg-type]
-              RunLog(out, progress=cfg.log.progress, tensorboard=cfg.log.tensorboard, total_steps=cfg.steps))
-    selector = build_strategy(cfg.selector, seed + 5)
-    for strategy in (selector, pruner):  # strategies that read the policy (DOTS embeddings, pruning head)
-        if hasattr(strategy, "bind"):
-            strategy.bind(model=model, tokenizer=tokenizer, encode=generator.encode, out=out, device=device, pool=train)
-    run.pipeline = RolloutPipeline(
-        train, selector, generator, run.score, ledger,
-        batch_size=cfg.batch_size, n=cfg.n,
-        sampling=SamplingParams(cfg.sampling.temperature, cfg.sampling.top_p, cfg.sampling.max_new_tokens),
-        filters=filters, pruner=pruner, replay=replay,
-        replay_fraction=cfg.replay.fraction if replay is not None else 0.0, seed=seed,
-    )
+    rundir = RunDir(cfg.out)
+    if resume and not rundir.has_run():
+        raise RunDirError(f"--resume: {rundir.path} holds no run to resume; drop --resume to start one there")
+    if not resume and rundir.has_run() and not overwrite:
+        raise ConfigError(f"{rundir.path} already holds a run; pass --resume to continue it, --overwrite to start "
+                          f"over, or choose another directory with --set out=...")
+    if resume:
+        check_resume_config(rundir.read_config(), cfg)
+        if not rundir.has_ledger():
+            raise RunDirError(f"--resume: {rundir.ledger_path} is missing, and with it every selector's history; "
+                              f"the run cannot be resumed faithfully (start over with --overwrite)")
+    train, evals = load_data(cfg)  # bad data fails here, before the model is loaded
+    lock = rundir.lock().acquire()
+    try:
+        if not resume:
+            rundir.reset()
+        rundir.clean_temporaries()
+        seed = cfg.seed
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        device = resolve_device(cfg.device)
+        model, tokenizer = load_model(cfg.model, device)
+        generator = HFGenerator(model, tokenizer, max_batch_rows=256, seed=seed_of("generator", seed))
+        learner = PolicyLearner(model, generator.encode, cfg.learner, temperature=cfg.sampling.temperature,
+                                pad_id=generator.pad_id, seed=seed_of("learner", seed))
+        ledger = _open_run_ledger(rundir, resume)
+        ledger.register_pool([p.id for p in train], labels=[p.meta.get("difficulty") for p in train])
+        log = RunLog(cfg.out, progress=cfg.log.progress, tensorboard=cfg.log.tensorboard, total_steps=cfg.steps)
+        run = Run(cfg, rundir, lock, model, tokenizer, generator, learner, None, ledger, MathReward(),  # type: ignore[arg-type]
+                  RewardStats(), evals, log)
+        run.pipeline = RolloutPipeline.from_config(
+            cfg, train, ledger, generator=generator, score_fn=run.score,
+            bind={"model": model, "tokenizer": tokenizer, "encode": generator.encode, "out": rundir.path,
+                  "device": device})
+    except BaseException:
+        lock.release()
+        raise
     return run
 
 
-__all__ = ["Run", "build", "load_data", "load_model", "resolve_device", "SELECTORS", "FILTERS", "replace"]
+def _open_run_ledger(rundir: RunDir, resume: bool) -> Any:
+    import sqlite3
+
+    from .ledger import open_ledger
+
+    try:
+        return open_ledger(rundir.ledger_path)
+    except (sqlite3.DatabaseError, ValueError) as e:
+        raise RunDirError(f"{rundir.ledger_path} cannot be opened as a rollsift ledger ({e}); "
+                          + ("it holds the selectors' history, so the run cannot be resumed: start over with "
+                             "--overwrite" if resume else "remove it or train into another directory")) from e
+
+
+__all__ = ["RESUME_SAFE", "Run", "build", "check_resume_config", "load_data", "load_model", "resolve_device"]

@@ -6,14 +6,15 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .records import Prompt
+from .records import Candidate, Prompt
 
 
 class EpochStream:
     """Yields the pool in a fresh random order each epoch.
 
     The order of epoch ``e`` is a pure function of ``(seed, e)``, so the state is two integers.
-    Selectors examine a prefix of each chunk; only what they examined is consumed.
+    ``draw(k)`` hands out the next candidates, tagged with their epoch; the selection walk keeps
+    what it drew and did not examine (``rollsift.selection``).
     """
 
     def __init__(self, pool: Sequence[Prompt], seed: int = 0) -> None:
@@ -39,6 +40,12 @@ class EpochStream:
 
     def consume(self, count: int) -> None:
         self.pos += count
+
+    def draw(self, k: int) -> list[Candidate]:
+        """The next ``k`` (or fewer, at the end of an epoch) prompts as candidates of their epoch."""
+        got = self.chunk(k)
+        self.consume(len(got))
+        return [Candidate(p, self.epoch) for p in got]
 
     @property
     def epoch_progress(self) -> float:

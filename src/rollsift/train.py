@@ -1,9 +1,9 @@
 """The reference training loop: GRPO/DAPO on one process, CPU or one GPU.
 
 One step = collect a batch through the pipeline (select, generate, score, record, filter, refill,
-replay), update the policy, let the strategies observe, log, checkpoint. Building the pieces and
-checkpointing live in ``rollsift.run``; the loss in ``rollsift.grpo``; the learner in
-``rollsift.learner``.
+replay), update the policy, let the strategies observe (``pipeline.train_step``), log, checkpoint.
+Building the pieces and checkpointing live in ``rollsift.run``; the loss in ``rollsift.grpo``; the
+learner in ``rollsift.learner``; divergence checks in ``rollsift.health``.
 
 Departures from textbook GRPO (Shao et al. 2024), each a knob in ``RunConfig``:
 * token-mean loss aggregation and clip-higher (0.2 / 0.28) as in DAPO; no KL term by default;
@@ -12,6 +12,8 @@ Departures from textbook GRPO (Shao et al. 2024), each a knob in ``RunConfig``:
 * groups sampled by older policies (carried by dynamic sampling, or replayed) use the decoupled
   PPO loss with a capped importance weight (AReaL);
 * zero-advantage completions skip the forward/backward pass (same update, less compute);
+* a step whose loss, gradient or new weights are not finite is undone and counted; several in a
+  row stop the run (``rollsift.health``);
 * held-out accuracy is sampled (mean over ``eval.samples`` at ``eval.temperature``), as GRESO
   validates; greedy accuracy is reported beside it. Evaluation time is excluded from
   ``time/train_wall``, the clock that benchmarks compare.
@@ -20,36 +22,30 @@ Departures from textbook GRPO (Shao et al. 2024), each a knob in ``RunConfig``:
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any
 
 from .config import RunConfig
 from .learner import batch_advantages
-from .records import Context, TrainBatch
+from .pipeline import train_step
 
 
 def train(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
+    from .health import Health
     from .run import build
 
     run = build(cfg, resume=resume, overwrite=overwrite)
-    start = run.restore() if resume else 0
-    log, e = run.log, cfg.eval
-    if start == 0 and run.eval_prompts:
-        log.log(0, _timed(run.evaluate, 0, "time/eval"))
     try:
+        start = run.restore() if resume else 0
+        run.write_config()  # only now: a resume that failed to load left the old config.toml as it was
+        log, e, health = run.log, cfg.eval, Health(cfg)
+        advantages = partial(batch_advantages, scale=cfg.learner.adv_scale)
+        if start == 0 and run.eval_prompts:
+            health.check(0, log.log(0, _timed(run.evaluate, 0, "time/eval")))
         for step in range(start + 1, cfg.steps + 1):
-            ctx = Context(step=step, epoch=run.pipeline.stream.epoch, policy_version=run.learner.policy_version, n=cfg.n)
+            ctx = run.pipeline.context(step, run.learner.policy_version)
             run.reward_stats.reset()
-            collected = run.pipeline.collect(ctx)
-            batch = TrainBatch(
-                groups=tuple(collected.groups),
-                advantages=batch_advantages(collected.groups, cfg.learner.adv_scale),
-                replayed=tuple(collected.off_policy),
-            )
-            t0 = time.perf_counter()
-            metrics = run.learner.update(batch, ctx)
-            metrics["time/train"] = time.perf_counter() - t0
-            metrics.update(run.pipeline.observe(collected, ctx))
-            metrics.update(collected.metrics)
+            _, metrics = train_step(run.pipeline, run.learner, ctx, advantages)
             metrics.update(run.reward_stats.metrics())
             out_of_time = cfg.max_minutes is not None and log.train_wall() >= cfg.max_minutes * 60
             last = step == cfg.steps or out_of_time
@@ -57,15 +53,19 @@ def train(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> dict
                 metrics.update(_timed(run.evaluate, step, "time/eval"))
             row = log.log(step, metrics)
             run.ledger.record_step(step, row)
+            health.check(step, row)
             if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or last:
                 run.save(step)
             if out_of_time:
                 break
     finally:
-        log.close()
+        run.close()
     from .summary import summarize_run
 
-    return summarize_run(cfg.out)
+    summary = summarize_run(cfg.out)
+    if cfg.log.report:
+        summary["report"] = _report(cfg.out)
+    return summary
 
 
 def _timed(fn, step: int, key: str) -> dict[str, float]:
@@ -73,3 +73,16 @@ def _timed(fn, step: int, key: str) -> dict[str, float]:
     out = fn(step)
     out[key] = time.perf_counter() - t0
     return out
+
+
+def _report(out: str) -> str | None:
+    """RUN/report.html; a failure to draw is reported, never fatal to a finished run."""
+    try:
+        from .measure.report import render
+
+        return str(render([out], out))
+    except Exception as e:  # noqa: BLE001 - plotting must not lose a finished run
+        import sys
+
+        print(f"rollsift: could not write {out}/report.html ({type(e).__name__}: {e})", file=sys.stderr)
+        return None

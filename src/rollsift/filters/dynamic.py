@@ -2,7 +2,8 @@
 
 The filter itself is one line (keep a group unless all its completions are right or all wrong,
 judged on correctness, not on a shaped reward: a format bonus would let all-wrong groups pass).
-The refill loop lives in the pipeline, which reads the knobs below:
+The refill loop lives in the pipeline; this filter is also its refill policy
+(``protocols.RefillPolicy``, offered as ``refill``), whose knobs are:
 
 * generation rounds continue until ``batch_size`` informative groups are collected, at most
   ``max_rounds`` per training step; at the cap the step trains on what it has (``at_cap="train"``)
@@ -65,13 +66,20 @@ def zero_variance_reason(group: Group) -> str | None:
 
 
 class DynamicSamplingFilter:
-    """Keeps groups with at least one correct and one wrong completion."""
+    """Keeps groups with at least one correct and one wrong completion; refills the batch (``refill``)."""
 
     name = "dynamic"
 
     def __init__(self, cfg: DynamicSamplingConfig | None = None, seed: int = 0) -> None:
         self.cfg = cfg or DynamicSamplingConfig()
+        self.max_rounds, self.at_cap = self.cfg.max_rounds, self.cfg.at_cap
+        self.carry_over, self.max_staleness = self.cfg.carry_over, self.cfg.max_staleness
         self._last: dict[str, float] = {}
+
+    @property
+    def refill(self) -> "DynamicSamplingFilter":
+        """The refill policy this filter brings to the pipeline: itself (DAPO's loop with GRESO's sizing)."""
+        return self
 
     def apply(self, groups: Sequence[Group], ctx: Context) -> FilterResult:
         kept, dropped = [], {}

@@ -19,6 +19,7 @@ forward takes it. Developed and tested against transformers 5.23.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import time
@@ -32,6 +33,22 @@ from ..protocols import PartialBatch, RolloutPruner, SamplingParams
 from ..records import LENGTH, PRUNED, STOP, Completion, Context, Prompt
 
 _RUNNING, _STOP, _LENGTH, _PRUNED = 0, 1, 2, 3
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """Silence transformers' and huggingface_hub's progress bars ("Loading weights", "Writing model
+    shards") while rollsift loads or saves a model, so they do not cut through its own output."""
+    from transformers.utils import logging as tlog
+
+    was = tlog.is_progress_bar_enabled()
+    tlog.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            tlog.enable_progress_bar()
+
 _STATUS = {_STOP: STOP, _LENGTH: LENGTH, _PRUNED: PRUNED}
 
 

@@ -51,16 +51,15 @@ from __future__ import annotations
 
 import json
 import os
-import time
-from dataclasses import dataclass, is_dataclass
+from collections import deque
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
 
-from ..configlib import ConfigError, doc, load_class
-from ..records import LENGTH, STOP, Completion, Context, Decision, Group, Prompt
-from ..stream import EpochStream
+from ..configlib import ConfigError, doc
+from ..records import LENGTH, STOP, Candidate, Completion, Context, Group, Prompt
 
 SUPPORTED_TRL_VERSIONS = ("1.16.0",)
 VERSION_OVERRIDE_ENV = "ROLLSIFT_TRL_UNSUPPORTED_OK"
@@ -132,20 +131,6 @@ class RollsiftConfig:
 # ---------------------------------------------------------------------------------- the adapter
 
 
-def _build(spec: Any, registry: Mapping[str, str | None], seed: int, kind: str) -> Any:
-    """A strategy object from an object, a config dataclass or a registry name."""
-    if spec is None or (not isinstance(spec, str) and not is_dataclass(spec)):
-        return spec
-    if isinstance(spec, str):
-        if spec not in registry:
-            raise ConfigError(f"{kind} {spec!r} is not known; choose one of {sorted(registry)}")
-        spec = load_class(registry[spec])()
-    strategy = getattr(type(spec), "strategy", None)
-    if strategy is None:
-        raise ConfigError(f"{type(spec).__name__} names no strategy class; pass the {kind} object itself")
-    return load_class(strategy)(spec, seed=seed)
-
-
 def _open_ledger(spec: Any, is_main: bool) -> Any:
     if spec is not None and not isinstance(spec, (str, os.PathLike)):
         return spec
@@ -154,27 +139,33 @@ def _open_ledger(spec: Any, is_main: bool) -> Any:
     return open_ledger(spec) if spec is not None and is_main else MemoryLedger()
 
 
+_HOST = "trl"  # Candidate.ref of the prompts TRL's own sampler drew for a batch
+
+
 class TRLRollsift:
     """The adapter's state and logic; ``trainer.rollsift`` holds one. Every process runs the same
-    decisions on the same (gathered) data, so nothing here is broadcast."""
+    decisions on the same (gathered) data, so nothing here is broadcast. Selection, the ledger, the
+    filter chain, the accounting and the strategies' seeds are rollsift's ``RolloutPipeline``'s."""
 
     def __init__(self, trainer: GRPOTrainer, cfg: RollsiftConfig) -> None:
-        from ..config import FILTERS, SELECTORS
+        from ..pipeline import RolloutPipeline
 
         self.t, self.cfg = trainer, cfg
         args = trainer.args
         seed = args.seed if cfg.seed is None else cfg.seed
         self.G = trainer.num_generations
-        self.selector = _build(cfg.selector, SELECTORS, seed, "selector")
-        self.filters = [_build(f, FILTERS, seed, "filter") for f in cfg.filters]
         self.ledger = _open_ledger(cfg.ledger, trainer.accelerator.is_main_process)
         self.reward = next((f for f in trainer.reward_funcs if isinstance(f, RollsiftReward)), None)
-        self._check(trainer)
+        self._check_data(trainer)
         self.pool, self.index = self._read_pool(trainer.train_dataset)
         self.by_id = {p.id: p for p in self.pool}
+        self.selecting = cfg.selector is not None  # None: TRL's prompts are rolled out as drawn
+        self.pipeline = RolloutPipeline.from_config(cfg, self.pool, self.ledger, seed=seed, n=self.G, batch_size=0,
+                                                    selector=cfg.selector or "uniform")
+        self._check(trainer)
         if hasattr(self.ledger, "register_pool"):
             self.ledger.register_pool([p.id for p in self.pool])
-        self.stream = EpochStream(self.pool, seed)
+        self._bind(trainer)
         # rollsift's step: one per generation batch (TRL's global_step in TRL's default layout)
         self.generation = 0
         self.totals = {"rollouts": 0, "groups": 0, "informative_groups": 0, "kept_rows": 0, "probe_rollouts": 0}
@@ -182,8 +173,13 @@ class TRLRollsift:
         self._captured: dict[str, Any] | None = None
         self._batch: dict[str, Any] | None = None
 
+    # the pipeline's pieces, under the names users of the adapter know
+    selector = property(lambda self: self.pipeline.selector, lambda self, v: setattr(self.pipeline, "selector", v))
+    filters = property(lambda self: self.pipeline.filters)
+    stream = property(lambda self: self.pipeline.stream)
+
     # ------------------------------------------------------------------ setup
-    def _check(self, t: GRPOTrainer) -> None:
+    def _check_data(self, t: GRPOTrainer) -> None:
         from datasets import Dataset
 
         if not isinstance(t.train_dataset, Dataset):
@@ -194,6 +190,8 @@ class TRLRollsift:
         if self.reward is None and self.cfg.correct_threshold is None:
             raise ValueError("the ledger and the filters need per-completion correctness: add a RollsiftReward to "
                              "reward_funcs, or set RollsiftConfig.correct_threshold")
+
+    def _check(self, t: GRPOTrainer) -> None:
         if getattr(self.selector, "scope", "stream") not in ("stream", "pool"):
             raise ValueError(f"selector scope must be 'stream' or 'pool', got {self.selector.scope!r}")
         for f in self.filters:
@@ -207,6 +205,21 @@ class TRLRollsift:
             raise ValueError(f"loss_type={t.loss_type!r} with filters is renormalised by rescaling the loss, which "
                              "would also rescale the entropy bonus / router aux loss; use loss_type='dapo' or turn "
                              "those off")
+
+    def _bind(self, t: GRPOTrainer) -> None:
+        """Strategies that read the policy (DOTS embeds the pool) get TRL's model, tokenizer and prompts
+        as TRL renders them; caches go to the trainer's output directory."""
+        tok = t.processing_class
+        model = t.accelerator.unwrap_model(t.model)
+
+        def encode(p: Prompt) -> list[int]:
+            if p.messages is not None and getattr(tok, "chat_template", None):
+                return list(tok.apply_chat_template(p.as_messages(), add_generation_prompt=True, tokenize=True))
+            return list(tok(p.text if p.text is not None else p.as_messages()[-1]["content"],
+                            add_special_tokens=False)["input_ids"])
+
+        self.pipeline.bind(model=model, tokenizer=tok, encode=encode, out=t.args.output_dir,
+                           device=next(model.parameters()).device)
 
     def _read_pool(self, ds: Any) -> tuple[list[Prompt], dict[str, int]]:
         cols = [c for c in (self.cfg.id_column, "prompt", self.cfg.answer_column) if c in ds.column_names]
@@ -226,7 +239,6 @@ class TRLRollsift:
     # ------------------------------------------------------------------ before generation
     def before_generation(self, inputs: list[dict]) -> list[dict]:
         t, acc, G = self.t, self.t.accelerator, self.G
-        t0 = time.perf_counter()
         local_ids = [self.row_id(x) for x in inputs]
         global_ids = gather_object(local_ids) if acc.num_processes > 1 else local_ids
         _check_layout(global_ids, G, "TRL's sampler")
@@ -234,12 +246,11 @@ class TRLRollsift:
         metrics: dict[str, float] = {}
         probes = self._probe(ctx, metrics) if hasattr(self.selector, "probe") else []
         cands = [self.by_id[pid] for pid in global_ids[::G]]
-        if self.selector is not None:
+        if self.selecting:
             chosen, epochs = self._select(cands, ctx, metrics)
         else:
             chosen, epochs = cands, [ctx.epoch] * len(cands)
         self._batch = {"ctx": ctx, "chosen": chosen, "epochs": epochs, "metrics": metrics, "probes": probes}
-        metrics["time/select"] = time.perf_counter() - t0
         # The same global list on every process; each keeps its slice, as TRL's sampler would have.
         by_id = dict(zip(local_ids, inputs))
         keys = list(inputs[0].keys())
@@ -254,64 +265,29 @@ class TRLRollsift:
         return {k: row[k] for k in keys} if all(k in row for k in keys) else dict(row)
 
     def _select(self, cands: list[Prompt], ctx: Context, m: dict) -> tuple[list[Prompt], list[int]]:
-        """``len(cands)`` distinct prompts: the selector's picks among TRL's candidates, then among the
-        adapter's stream (or the whole pool for a pool-scoped selector), then skipped ones ('fill')."""
-        budget, sel = len(cands), self.selector
-        chosen: list[Prompt] = []
-        epochs: list[int] = []
-        taken: set[str] = set()
-        examined = skipped = 0
-
-        def ask(cs: list[Prompt], need: int, c: Context) -> int:
-            nonlocal examined, skipped
-            s = sel.ask(cs, need, self.ledger, c)
-            if sel.scope == "stream":
-                _check_prefix(s.decisions, cs)
-            self.ledger.record_selection(s.decisions, c)
-            examined += len(s.decisions)
-            skipped += sum(not d.kept for d in s.decisions)
-            for p in s.chosen:
-                if p.id not in taken and len(chosen) < budget:
-                    taken.add(p.id)
-                    chosen.append(p)
-                    epochs.append(c.epoch)
-            return len(s.decisions)
-
-        if sel.scope == "pool":
-            ask(self.pool, budget, ctx)
+        """``len(cands)`` distinct prompts through rollsift's selection walk: TRL's candidates first, then
+        the adapter's epoch stream (a pool-scoped selector picks from the whole pool); past the walk's
+        limit the batch is completed unconditionally ('fill'), as TRL needs a full batch."""
+        pipe, budget = self.pipeline, len(cands)
+        if pipe.walk.scope == "pool":
+            picked = pipe.select(budget, ctx, fill=True)
         else:
-            ask(_distinct(cands), budget, ctx)
-            limit = self.cfg.max_examined * len(self.pool)
-            while len(chosen) < budget and examined < limit:
-                need = budget - len(chosen)
-                raw = self.stream.chunk(need)
-                fresh = [p for p in _distinct(raw) if p.id not in taken]
-                if not fresh:  # the whole chunk is already in this batch
-                    self.stream.consume(len(raw))
-                    examined += len(raw)
-                    continue
-                sctx = Context(ctx.step, self.stream.epoch, ctx.round, ctx.policy_version, ctx.n)
-                k = ask(fresh, need, sctx)
-                if k == 0:
-                    break
-                self.stream.consume(len(raw) if k == len(fresh) else raw.index(fresh[k]))
-        fill = [p for p in (*cands, *self.pool) if p.id not in taken][: budget - len(chosen)]
-        if fill:
-            self.ledger.record_selection([Decision(p.id, True, "fill") for p in fill], ctx)
-            chosen += fill
-            epochs += [ctx.epoch] * len(fill)
+            host = [Candidate(p, ctx.epoch, _HOST) for p in _distinct(cands)]
+            pipe.walk.pending.extendleft(reversed(host))
+            picked = pipe.select(budget, ctx, fill=True, fill_first=host)  # a short pick falls back on TRL's
+            # TRL's sampler has moved on: its unexamined prompts do not wait in the adapter's stream
+            pipe.walk.pending = deque(c for c in pipe.walk.pending if c.ref != _HOST)
         given = {p.id for p in cands}
-        m.update({"select/examined": float(examined), "select/skipped": float(skipped),
-                  "select/replaced": float(sum(p.id not in given for p in chosen)), "select/filled": float(len(fill)),
-                  "select/skip_frac": skipped / examined if examined else 0.0})
-        return chosen, epochs
+        m.update(pipe.walk.metrics(reset=False))
+        m["select/replaced"] = float(sum(c.prompt.id not in given for c in picked))
+        return [c.prompt for c in picked], [c.epoch for c in picked]
 
     def _probe(self, ctx: Context, m: dict) -> list[Group]:
         """A probing selector's reference prompts, rolled out by TRL's ``_generate`` and scored by TRL's
         ``_calculate_rewards`` (both called, not copied), recorded with purpose 'probe', then told."""
         t, acc, G = self.t, self.t.accelerator, self.G
-        pctx = Context(ctx.step, ctx.epoch, -1, ctx.policy_version, G)
-        prompts = list(self.selector.probe(self.pool, self.ledger, pctx))
+        pctx = replace(ctx, purpose="probe")
+        prompts = self.pipeline.probe_prompts(pctx)
         if not prompts:
             return []
         k = len(prompts)
@@ -325,9 +301,8 @@ class TRLRollsift:
         completion_ids, completions = out[1], out[3]
         t._calculate_rewards(local, [r["prompt"] for r in local], completions, completion_ids)
         groups = self._groups(padded, [ctx.epoch] * len(padded), pctx)[: len(prompts)]
-        self.ledger.record_groups(groups, pctx, purpose="probe")
-        self.selector.tell(groups, self.ledger, pctx)
-        m["cost/probe_rollouts"] = float(len(prompts) * G)
+        self.pipeline.record(groups, pctx)
+        self.pipeline.tell_probes(groups, pctx)
         self.totals["probe_rollouts"] += len(prompts) * G
         return groups
 
@@ -362,7 +337,7 @@ class TRLRollsift:
             comps = tuple(Completion(p.id, i, ids, text, status=st, policy_version=ctx.policy_version)
                           for i, (ids, text, st, _) in enumerate(rows[s]))
             groups.append(Group(prompt=p, completions=comps, rewards=tuple(rewards[s]), correct=tuple(correct[s]),
-                                step=ctx.step, round=max(ctx.round, 0), policy_version=ctx.policy_version,
+                                step=ctx.step, round=ctx.round, policy_version=ctx.policy_version,
                                 epoch=epochs[k]))
         self._captured = None
         return groups
@@ -375,26 +350,18 @@ class TRLRollsift:
         return total
 
     def after_generation(self, output: dict[str, Any]) -> dict[str, Any]:
-        t, b, G = self.t, self._batch, self.G
+        t, b, pipe = self.t, self._batch, self.pipeline
         ctx, chosen, m = b["ctx"], b["chosen"], b["metrics"]
         rpf = self._captured["rewards"] if self._captured is not None else None
         groups = self._groups(chosen, b["epochs"], ctx)
-        t0 = time.perf_counter()
-        self.ledger.record_groups(groups, ctx, purpose="train")
-        survivors = list(groups)
-        for f in self.filters:
-            result = f.apply(survivors, ctx)
-            self.ledger.record_filter(f.name, result, ctx)
-            survivors = list(result.kept)
-            m.update(f.metrics())
-        if self.selector is not None:
-            self.selector.tell(groups, self.ledger, ctx)
-            m.update(self.selector.metrics())
+        pipe.record(groups, ctx)
+        survivors = pipe.filter(groups, ctx)
+        m.update(pipe.tell(groups, ctx))
         if self.filters:
             output = self._apply_keep(output, groups, survivors, rpf)
         else:
-            self.kept_rows = len(groups) * G
-        m["time/filter"] = time.perf_counter() - t0
+            self.kept_rows = len(groups) * self.G
+        m.update(pipe.step_metrics())
         self._account(groups, m)
         self.ledger.record_step(ctx.step, {**m, "trl/global_step": float(t.state.global_step)})
         for k, v in m.items():
@@ -458,6 +425,8 @@ class TRLRollsift:
         return out
 
     def _account(self, groups: list[Group], m: dict) -> None:
+        """TRL-side totals beside the pipeline's per-step ``cost/*``: what the adapter's run has spent
+        per informative group so far, and the share of rows the loss kept."""
         informative = sum(not g.is_zero_variance for g in groups)
         T = self.totals
         T["rollouts"] += sum(g.n for g in groups)
@@ -466,8 +435,7 @@ class TRLRollsift:
         T["kept_rows"] += self.kept_rows
         total = T["rollouts"] + T["probe_rollouts"]
         m.update({
-            "cost/rollouts": float(sum(g.n for g in groups)), "cost/groups": float(len(groups)),
-            "cost/informative_groups": float(informative),
+            "cost/groups": float(len(groups)), "cost/informative_groups": float(informative),
             "cost/zero_variance_frac": 1.0 - informative / len(groups) if groups else 0.0,
             "batch/kept_rows_frac": self.kept_rows / max(len(groups) * self.G, 1),
             "cost/total_rollouts": float(total), "cost/total_informative_groups": float(T["informative_groups"]),
@@ -498,18 +466,12 @@ class TRLRollsift:
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        return {"generation": self.generation, "totals": dict(self.totals), "stream": self.stream.state_dict(),
-                "selector": self.selector.state_dict() if self.selector is not None else None,
-                "filters": [f.state_dict() for f in self.filters]}
+        return {"generation": self.generation, "totals": dict(self.totals), "pipeline": self.pipeline.state_dict()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.generation = int(state["generation"])
         self.totals = dict(state["totals"])
-        self.stream.load_state_dict(state["stream"])
-        if self.selector is not None:
-            self.selector.load_state_dict(state["selector"])
-        for f, s in zip(self.filters, state["filters"]):
-            f.load_state_dict(s)
+        self.pipeline.load_state_dict(state["pipeline"])
 
     def save(self, folder: str | Path) -> None:
         if hasattr(self.ledger, "sync"):
@@ -544,13 +506,6 @@ def _check_layout(ids: Sequence[str], G: int, where: str) -> None:
     if len(ids) % G or any(ids[i] != ids[i - i % G] for i in range(len(ids))):
         raise RuntimeError(f"broken group layout from {where}: expected each prompt {G} times in a row, got "
                            f"{list(ids[: 2 * G])}...; the adapter needs TRL's RepeatSampler")
-
-
-def _check_prefix(decisions: Sequence[Decision], cands: Sequence[Prompt]) -> None:
-    ids = [d.prompt_id for d in decisions]
-    if ids != [p.id for p in cands[: len(ids)]]:
-        raise RuntimeError("a stream-scoped selector must decide on a prefix of its candidates, in order; got "
-                           f"{ids[:5]}... for candidates {[p.id for p in cands[:5]]}...")
 
 
 # ---------------------------------------------------------------------------------- the trainer

@@ -23,9 +23,7 @@ from typing import Any, Iterator, Mapping, NamedTuple, Sequence
 import numpy as np
 
 from ..protocols import PromptArrays
-from ..records import PRUNED, Context, Decision, FilterResult, Group, PromptStats
-
-PURPOSES = ("train", "probe", "eval")
+from ..records import PRUNED, PURPOSES, Context, Decision, FilterResult, Group, PromptStats
 
 # Stored columns, in storage order (both backends); every table also has "attempt" and "step".
 GROUP_COLUMNS = ("attempt", "step", "round", "epoch", "prompt_id", "purpose", "n", "n_correct", "accuracy",
@@ -250,10 +248,11 @@ class LedgerBase:
         if self._state is not None and rows:
             self._state.add_skips([d.prompt_id for d in decisions], np.array([r[5] for r in rows], bool))
 
-    def record_groups(self, groups: Sequence[Group], ctx: Context, purpose: str = "train") -> None:
+    def record_groups(self, groups: Sequence[Group], ctx: Context, purpose: str | None = None) -> None:
         """Every generated group, before filtering. The event's step and round are the context's
         (the step during which it was written, which is what a rollback compares); epoch and
-        policy version are the group's own."""
+        policy version are the group's own; the purpose is ``ctx.purpose`` unless given."""
+        purpose = ctx.purpose if purpose is None else purpose
         if purpose not in PURPOSES:
             raise ValueError(f"record_groups: purpose must be one of {PURPOSES}, got {purpose!r}")
         a, step, rnd = self.attempt, int(ctx.step), int(ctx.round)

@@ -79,12 +79,12 @@ def replay(ledger: Any, selector: str = "greso", knobs: dict | None = None, seed
            steps: int | None = None) -> dict[str, Any]:
     """Counterfactual decisions of ``selector`` (seeded ``seed + 5``, as ``rollsift train`` seeds it)
     over the live events of ``ledger`` (of its first ``steps`` steps); see the module docstring."""
-    from ..config import SELECTORS, build_strategy, resolve_strategy
+    from ..config import make_strategy
     from ..ledger import MemoryLedger
+    from ..pipeline import seed_of
     from ..records import Completion, Context, Group, Prompt
 
-    cfg = resolve_strategy("selector", SELECTORS, {"type": selector, **(knobs or {})}, "selector")
-    sel = build_strategy(cfg, seed + 5)
+    sel = make_strategy("selector", {"type": selector, **(knobs or {})}, seed_of("selector", seed))
     if getattr(sel, "scope", "stream") != "stream":
         raise ConfigError(f"--selector {selector}: only stream selectors (greso, uniform) can be replayed on a "
                           f"recorded run; {selector} needs rollouts the run does not have")
@@ -105,8 +105,9 @@ def replay(ledger: Any, selector: str = "greso", knobs: dict | None = None, seed
     token = (0,)
 
     def end_step() -> None:
-        if step is not None:
-            sel.tell(step_groups, mem, Context(step=step, epoch=tell_epoch, n=n_mode))
+        if step is not None:  # the pipeline's rule: the latest epoch among the step's groups
+            epoch = max([tell_epoch, *(g.epoch for g in step_groups)])
+            sel.tell(step_groups, mem, Context(step=step, epoch=epoch, n=n_mode))
 
     for b_step, b_round, block in blocks:
         if b_step != step:
@@ -157,7 +158,8 @@ def replay(ledger: Any, selector: str = "greso", knobs: dict | None = None, seed
     total = {k: sum(v[k] for v in epochs.values()) for k in KEYS}
     for d in (*epochs.values(), total):
         d.update(_shares(d, n_mode))
-    return {"selector": selector, "knobs": knobs or {}, "seed": seed, "selector_seed": seed + 5, "source": source,
+    return {"selector": selector, "knobs": knobs or {}, "seed": seed, "selector_seed": seed_of("selector", seed),
+            "source": source,
             "steps": len({s for s, _ in recorded}), "n": n_mode, "total": total,
             "per_epoch": {str(e): v for e, v in epochs.items()}, "skips": skips}
 

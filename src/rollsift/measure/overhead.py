@@ -103,7 +103,7 @@ def bench_pool(size: int, args: argparse.Namespace) -> dict[str, Any]:
 
     dots = DotsSelector(DotsConfig(), seed=args.seed)
     dots.set_embeddings(ids, rng.standard_normal((size, args.dim), dtype=np.float32))
-    probe_ctx = Context(step=1, epoch=0, policy_version=0, n=args.n, round=-1)
+    probe_ctx = Context(step=1, epoch=0, policy_version=0, n=args.n, purpose="probe")
     refs = dots.probe(pool, ledger, probe_ctx)
     ref_groups = _groups(refs, args.n, rng)
     dots.tell(ref_groups, ledger, probe_ctx)  # a first round, so that the timed refreshes train on it

@@ -141,6 +141,7 @@ class QualityHeadPruner:
 
     def prune(self, partial: Any, ctx: Context) -> torch.Tensor:
         keep = torch.ones(len(partial.active), dtype=torch.bool)
+        _need_n(ctx)
         if self.warming_up or partial.step_tokens != self.cfg.checkpoint or partial.hidden is None or self.head is None:
             return keep
         active = partial.active.cpu().numpy().astype(bool)
@@ -165,7 +166,7 @@ class QualityHeadPruner:
         """After the update: measure the head on the step's finished rollouts, then train it on them."""
         if self.model is None:
             raise RuntimeError("QualityHeadPruner.observe needs bind(model=..., tokenizer=..., encode=...) first")
-        c, k = self.cfg.checkpoint, math.ceil(ctx.n * self.over_sample)  # k: rows a prompt started
+        c, k = self.cfg.checkpoint, math.ceil(_need_n(ctx) * self.over_sample)  # k: rows a prompt started
         recs, seen = [], defaultdict(int)
         for g in groups:  # prune records are keyed by the group's position in its generation round
             recs.append(self._groups.pop((ctx.step, g.round, seen[g.round]), None))
@@ -275,8 +276,14 @@ class QualityHeadPruner:
         """A fixed draw per (seed, step, round, group): audit groups need no state to replay."""
         if self.cfg.audit_frac <= 0:
             return None
-        rng = np.random.default_rng([self.seed, ctx.step, max(ctx.round, 0), group])
+        rng = np.random.default_rng([self.seed, ctx.step, ctx.round, group])
         return rng if rng.random() < self.cfg.audit_frac else None
 
 
 __all__ = ["HeadScorer", "QualityHeadConfig", "QualityHeadPruner", "load_head", "save_head"]
+
+
+def _need_n(ctx: Context) -> int:
+    if ctx.n is None:
+        raise ValueError("the quality-head pruner needs the group size: pass Context(n=...) (the pipeline does)")
+    return ctx.n

@@ -187,9 +187,9 @@ class DotsSelector:
         return Selection(tuple(chosen), tuple(Decision(p.id, True, reason, float(q)) for p, q in zip(chosen, prob)))
 
     def tell(self, groups: Sequence[Group], ledger: Any, ctx: Context) -> None:
-        """Probe groups (round -1) refresh the predictions. A step's training groups are scored
-        against the predictions they were chosen with and join the round's training data."""
-        if ctx.round < 0:
+        """Probe groups (``ctx.purpose == "probe"``) refresh the predictions. A step's training groups
+        are scored against the predictions they were chosen with and join the round's training data."""
+        if ctx.purpose == "probe":
             if groups:
                 self._refresh(groups, ctx.step)
             return

@@ -22,8 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..config import build_strategy
-from ..configlib import ConfigError, apply_override, from_dict, load_toml, merge_into, to_dict
+from ..configlib import ConfigError, apply_override, load_toml, merge_into, to_dict
 
 DEFAULT_POOL = 10_000
 
@@ -105,7 +104,7 @@ def run_configs(args: argparse.Namespace) -> list[Any]:
         sel = {k: v for k, v in file_sel.items() if k != "type"} if file_type == name else {}
         sel.update(set_sel)
         sel.update(per.get(name, {}))
-        out.append(from_dict(RunConfig, {**data, "selector": {**sel, "type": name}}))
+        out.append(RunConfig.from_data({**data, "selector": {**sel, "type": name}}))
     return out
 
 
@@ -165,30 +164,19 @@ def simulate(cfg: Any, prompts: list, base_model: Any, lr: float, embeddings: np
     """One simulated run of ``cfg`` (a RunConfig) on a fresh copy of ``base_model``: totals and a
     per-step series. The loop is ``rollsift.train``'s with the simulated generator and learner.
     ``ledger``: where the events go (default: the derived state only, in memory, see ``_sim_ledger``)."""
-    from ..pipeline import RolloutPipeline
-    from ..protocols import SamplingParams
-    from ..records import Context, TrainBatch
-    from ..replay import FifoReplayBuffer
+    from ..pipeline import RolloutPipeline, train_step
     from .model import SimGenerator, SimLearner, sim_score
 
-    seed = cfg.seed
     model = base_model.fresh()
     # The pool is not registered with the ledger: registration only labels prompts for analysis (no
     # strategy reads it) and costs seconds at a million prompts; unseen ids read as "no history".
     ledger = _sim_ledger() if ledger is None else ledger
-    sel = build_strategy(cfg.selector, seed + 5)
-    if hasattr(sel, "set_embeddings"):
+    pipe = RolloutPipeline.from_config(cfg, prompts, ledger, generator=SimGenerator(model, seed=cfg.seed),
+                                       score_fn=sim_score)
+    if hasattr(pipe.selector, "set_embeddings"):
         if embeddings is None:
             raise ValueError(f"selector {cfg.selector.type!r} needs embeddings")
-        sel.set_embeddings([p.id for p in prompts], embeddings)
-    filters = [build_strategy(getattr(cfg, f), seed + 2) for f in cfg.filters]
-    rep = cfg.replay
-    replay = FifoReplayBuffer(rep.capacity, rep.max_staleness, seed=seed + 4) if rep.enabled else None
-    s = cfg.sampling
-    pipe = RolloutPipeline(prompts, sel, SimGenerator(model, seed=seed), sim_score, ledger,
-                           batch_size=cfg.batch_size, n=cfg.n,
-                           sampling=SamplingParams(s.temperature, s.top_p, s.max_new_tokens), filters=filters,
-                           replay=replay, replay_fraction=rep.fraction if replay else 0.0, seed=seed)
+        pipe.selector.set_embeddings([p.id for p in prompts], embeddings)
     learner = SimLearner(model, lr=lr)
     name = cfg.selector.type
     keys = ("rollouts", "probe_rollouts", "informative_rollouts", "prompts", "rounds", "gen_tokens")
@@ -197,16 +185,12 @@ def simulate(cfg: Any, prompts: list, base_model: Any, lr: float, embeddings: np
     curve_rollouts, curve_success, series = [0.0], [model.mean_success()], []
     t0 = time.perf_counter()
     for step in range(1, cfg.steps + 1):
-        ctx = Context(step=step, epoch=pipe.stream.epoch, policy_version=learner.policy_version, n=cfg.n)
-        col = pipe.collect(ctx)
-        zeros = tuple((0.0,) * g.n for g in col.groups)  # the simulated learner reads groups, not advantages
-        m = dict(learner.update(TrainBatch(tuple(col.groups), zeros, tuple(col.off_policy)), ctx))
-        m.update(pipe.observe(col, ctx))
-        m.update(col.metrics)
+        ctx = pipe.context(step, learner.policy_version)
+        col, m = train_step(pipe, learner, ctx)  # the simulated learner reads the groups, not advantages
         ledger.record_step(step, m)
         for k in keys:
             tot[k] += float(m.get(f"cost/{k}", 0.0))
-        train_groups = [g for g in col.generated if g.round >= 0]
+        train_groups = col.generated
         zero_var = sum(g.is_zero_variance for g in train_groups)
         tot["groups"] += len(train_groups)
         tot["zero_variance_groups"] += zero_var
@@ -233,8 +217,8 @@ def simulate(cfg: Any, prompts: list, base_model: Any, lr: float, embeddings: np
         decided, skipped = len(kept), kept.count(False)
     r = tot["rollouts"]
     return {
-        "selector": name, "filters": list(cfg.filters), "replay": cfg.replay.fraction if replay else 0.0,
-        "pool": len(prompts), "steps": cfg.steps, "batch": cfg.batch_size, "n": cfg.n, "seed": seed, "lr": lr,
+        "selector": name, "filters": cfg.filter_names, "replay": cfg.replay.fraction if pipe.replay else 0.0,
+        "pool": len(prompts), "steps": cfg.steps, "batch": cfg.batch_size, "n": cfg.n, "seed": cfg.seed, "lr": lr,
         "seconds": seconds,
         "rollouts": r, "probe_rollouts": tot["probe_rollouts"], "informative_rollouts": tot["informative_rollouts"],
         "effective_share": tot["informative_rollouts"] / r if r else None, "gen_tokens": tot["gen_tokens"],
@@ -244,7 +228,7 @@ def simulate(cfg: Any, prompts: list, base_model: Any, lr: float, embeddings: np
         "examined": decided, "skipped": skipped, "skip_frac": skipped / decided if decided else 0.0,
         "initial_mean_success": curve_success[0], "final_mean_success": curve_success[-1],
         "final_competence": model.competence,
-        "config": {k: v for k, v in to_dict(cfg).items() if k in ("selector", "filters", "dynamic", "pods", "replay")},
+        "config": {k: v for k, v in to_dict(cfg).items() if k in ("selector", "filters", "replay")},
         "series": series, "_curve": (curve_rollouts, curve_success),
     }
 

@@ -65,12 +65,11 @@ class RollsiftSampler(ReplayBuffer):
         if cfg.selector.type != "uniform":
             logger.warning("rollsift: selector %r needs trainer.v1.trainer_mode=%s; as a custom sampler of verl's "
                            "own trainer RollsiftSampler only records to the ledger", cfg.selector.type, TRAINER_MODE)
-        from ...select.uniform import UniformSelector
         from .ledger_actor import open_verl_ledger
 
         path = cfg.ledger.path
         ledger = open_verl_ledger(cfg.ledger, path)
-        self._attach(Session(cfg, UniformSelector(), ledger, n=0))
+        self._attach(Session(cfg, "uniform", ledger, n=0))
 
     @classmethod
     def adopt(cls, buffer: ReplayBuffer, session: Session) -> RollsiftSampler:
@@ -134,7 +133,7 @@ class RollsiftSampler(ReplayBuffer):
             self.session.observe(self._read(partition_id, sorted(done)))
         self._seen |= done | failed
         self._seen.intersection_update(self.prompt_global_steps[partition_id])  # forget uids TQ dropped
-        self.session.spent("time/rollsift_observe_s", time.perf_counter() - t0)
+        self.session.spent("time/observe", time.perf_counter() - t0)
 
     def _read(self, partition_id: str, uids: list[str]) -> list[Finished]:
         """The final output of every session of each uid, in session order."""

@@ -9,8 +9,9 @@ ReplayBuffer has picked the batch (``finish_step``: filter record, ``selector.te
 record). Both run in verl's trainer process (the ``TaskRunnerV1`` Ray actor), so the selector's
 state lives there; the ledger is a handle to the ledger actor or an in-process ``SqliteLedger``.
 
-Counting follows rollsift's pipeline: every finished group is one event, probes included;
-``cost/informative_rollouts`` counts completions in groups whose correctness varied.
+Selection, recording, accounting and the metric names are rollsift's pipeline's
+(``rollsift.pipeline``, ``rollsift.selection``): every finished group is one event, probes included;
+``cost/informative_rollouts`` counts completions in training groups whose correctness varied.
 """
 
 from __future__ import annotations
@@ -19,21 +20,11 @@ import logging
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import takewhile
 from typing import Any
 
-from ...records import Completion, Context, Decision, FilterResult, Group, Prompt
+from ...records import Candidate, Completion, Context, FilterResult, Group, Prompt
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class Candidate:
-    """A prompt the dataloader produced, its epoch of the stream, and where its row lives (``ref``)."""
-
-    prompt: Prompt
-    epoch: int
-    ref: Any = None
 
 
 @dataclass(frozen=True)
@@ -58,26 +49,42 @@ class _InFlight:
     purpose: str
 
 
-_COUNTERS = ("select/examined", "select/skipped", "select/filled", "cost/rollouts", "cost/prompts",
-             "cost/informative_rollouts", "cost/gen_tokens", "cost/probe_rollouts", "cost/rounds",
-             "cost/failed_groups", "time/rollsift_select_s", "time/rollsift_observe_s")
-
-
 class Session:
-    def __init__(self, cfg: Any, selector: Any, ledger: Any, n: int) -> None:
-        self.cfg, self.selector, self.ledger, self.n = cfg, selector, ledger, int(n)
+    """rollsift's pipeline (``RolloutPipeline``, without a generator: verl generates) for one verl run:
+    the selection walk over verl's dataloader stream, the ledger, the accounting, the selector's
+    ``tell`` and the metrics, under the same names and seeds as rollsift's own trainer."""
+
+    def __init__(self, cfg: Any, selector: Any, ledger: Any, n: int, *, seed: int | None = None) -> None:
+        from ...pipeline import RolloutPipeline
+
+        self.cfg, self.ledger, self.n = cfg, ledger, int(n)
+        seed = seed if seed is not None else (getattr(cfg, "seed", None) or 0)
+        self.pipeline = RolloutPipeline.from_config(cfg, [], ledger, selector=selector, seed=seed, n=self.n,
+                                                    max_examined=getattr(cfg, "max_examined", 2.0))
         self.step = 0  # verl's global_steps of the step in progress
         self.round = 0  # selection requests so far in this step (the first batch, then each refill)
         self.epoch = 0  # epoch of the stream at the last selection
-        self.pool_consumed = 0  # prompts chosen by a pool-scoped selector so far
         self.inflight: dict[str, _InFlight] = {}
         self._groups: list[tuple[str, Group]] = []  # this step's training groups, as observed
         self.probes: list[Group] = []  # probe groups observed and not yet taken by the trainer
-        self._m = dict.fromkeys(_COUNTERS, 0.0)
+        self._failed = 0
 
-    def context(self, *, epoch: int | None = None, round: int | None = None) -> Context:
+    @property
+    def selector(self) -> Any:
+        return self.pipeline.selector
+
+    @selector.setter
+    def selector(self, selector: Any) -> None:
+        self.pipeline.selector = selector
+
+    @property
+    def pool_consumed(self) -> int:
+        return self.pipeline.walk.pool_consumed
+
+    def context(self, *, epoch: int | None = None, round: int | None = None, purpose: str = "train") -> Context:
         return Context(step=self.step, epoch=self.epoch if epoch is None else epoch,
-                       round=self.round if round is None else round, policy_version=max(self.step - 1, 0), n=self.n)
+                       round=self.round if round is None else round, policy_version=max(self.step - 1, 0), n=self.n,
+                       purpose=purpose)
 
     def begin(self, step: int) -> None:
         """Called with verl's global_steps before every selection; a new value starts a new step."""
@@ -85,79 +92,53 @@ class Session:
             self.step, self.round = int(step), 0
 
     def spent(self, key: str, seconds: float) -> None:
-        """Add time to a ``time/rollsift_*_s`` counter (rollsift's own overhead in the step)."""
-        self._m[key] += seconds
+        """Time spent on rollsift's behalf outside the pipeline's calls (reading TransferQueue: ``time/observe``)."""
+        self.pipeline.add_time(key, seconds)
 
     # ------------------------------------------------------------------ selection
     def select_stream(self, pending: deque, budget: int, draw: Callable[[], list[Candidate]],
                       pool_size: int) -> list[Candidate]:
-        """``budget`` candidates, examined in stream order from ``pending`` (refilled by ``draw``).
+        """``budget`` candidates from verl's dataloader stream through rollsift's selection walk.
 
-        The selector sees runs of one epoch at a time and decides on a prefix of them (as in
-        rollsift's pipeline); examined candidates leave ``pending``, the rest stay for the next call.
-        Past ``max_examined * pool_size`` examined candidates the request is completed unconditionally
+        ``pending`` holds what was drawn and not yet examined (it is the walk's own queue, kept by the
+        trainer for its checkpoints); ``draw()`` fetches the next dataloader chunk. Past
+        ``max_examined * pool_size`` examined candidates the request is completed unconditionally
         ('fill'): verl's sync ReplayBuffer waits for exactly the number of groups it asked for.
         """
-        chosen: list[Candidate] = []
-        examined, limit = 0, self.cfg.max_examined * pool_size
-        while len(chosen) < budget:
-            while len(pending) < budget - len(chosen):  # one ask over many candidates, not one per fetch
-                got = draw()
-                if not got:
-                    raise RuntimeError("the training dataloader yielded no prompts")
-                pending.extend(got)
-            if examined >= limit:
-                fill = [pending.popleft() for _ in range(min(budget - len(chosen), len(pending)))]
-                self.ledger.record_selection([Decision(c.prompt.id, True, "fill") for c in fill],
-                                             self.context(epoch=fill[0].epoch))
-                self._m["select/filled"] += len(fill)
-                chosen += fill
-                continue
-            epoch = pending[0].epoch
-            run = list(takewhile(lambda c, e=epoch: c.epoch == e, pending))
-            ctx = self.context(epoch=epoch)
-            sel = self.selector.ask([c.prompt for c in run], budget - len(chosen), self.ledger, ctx)
-            decisions = list(sel.decisions)
-            if [d.prompt_id for d in decisions] != [c.prompt.id for c in run[: len(decisions)]]:
-                raise RuntimeError("a stream-scoped selector must decide on a prefix of its candidates, in order")
-            if not decisions:
-                raise RuntimeError(f"selector {type(self.selector).__name__} examined none of {len(run)} candidates")
-            self.ledger.record_selection(decisions, ctx)
-            for d in decisions:
-                c = pending.popleft()
-                if d.kept:
-                    chosen.append(c)
-            examined += len(decisions)
-            self._m["select/examined"] += len(decisions)
-            self._m["select/skipped"] += sum(not d.kept for d in decisions)
-            self.epoch = epoch
+        walk = self.pipeline.walk
+        walk.pending, walk.pool_size = pending, int(pool_size)
+
+        def fetch(k: int) -> list[Candidate]:
+            got = draw()
+            if not got:
+                raise RuntimeError("the training dataloader yielded no prompts")
+            return got
+
+        chosen = self.pipeline.select(budget, self.context(), draw=fetch, fill=True)
+        if chosen:
+            self.epoch = chosen[-1].epoch
         self.round += 1
         return chosen
 
+    def use_pool(self, pool: Sequence[Prompt]) -> None:
+        """The whole training pool, once built (pool-scoped and probing selectors need it)."""
+        self.pipeline.use_pool(pool)
+        self.pipeline.walk.pool_size = len(pool)
+
     def select_pool(self, pool: Sequence[Prompt], budget: int) -> tuple[list[Prompt], int]:
         """``budget`` prompts a pool-scoped selector (DOTS) ranks highest, and the epoch they count in."""
-        epoch = self.pool_consumed // max(len(pool), 1)
-        ctx = self.context(epoch=epoch)
-        sel = self.selector.ask(pool, budget, self.ledger, ctx)  # the same list every call (DOTS caches on it)
-        self.ledger.record_selection(list(sel.decisions), ctx)
-        chosen = list(sel.chosen)[:budget]
-        self._m["select/examined"] += len(sel.decisions)
-        self._m["select/skipped"] += sum(not d.kept for d in sel.decisions)
-        if len(chosen) < budget:  # the selector returned too few (a pool smaller than the batch): fill
-            taken = {p.id for p in chosen}
-            rest = [p for p in pool if p.id not in taken] or list(pool)
-            fill = [rest[i % len(rest)] for i in range(budget - len(chosen))]
-            self.ledger.record_selection([Decision(p.id, True, "fill") for p in fill], ctx)
-            self._m["select/filled"] += len(fill)
-            chosen += fill
-        self.pool_consumed += len(chosen)
+        if self.pipeline.pool is not pool and [p.id for p in self.pipeline.pool] != [p.id for p in pool]:
+            self.use_pool(pool)
+        walk = self.pipeline.walk
+        chosen = self.pipeline.select(budget, self.context(), fill=True)
+        epoch = chosen[0].epoch if chosen else walk.pool_consumed // max(len(pool), 1)
         self.epoch = epoch
         self.round += 1
-        return chosen, epoch
+        return [c.prompt for c in chosen], epoch
 
     def submitted(self, uids: Sequence[str], prompts: Sequence[Prompt], epochs: Sequence[int],
                   purpose: str = "train") -> None:
-        rnd = -1 if purpose == "probe" else max(self.round - 1, 0)
+        rnd = 0 if purpose == "probe" else max(self.round - 1, 0)
         for uid, p, e in zip(uids, prompts, epochs, strict=True):
             self.inflight[uid] = _InFlight(p, int(e), rnd, purpose)
 
@@ -181,24 +162,22 @@ class Session:
                       epoch=info.epoch)
             by_round.setdefault((info.round, info.purpose), []).append(g)
             out.append(g)
-            self._m["cost/rollouts"] += g.n  # probes included, as in rollsift's pipeline
-            self._m["cost/gen_tokens"] += sum(f.lengths)
             if info.purpose == "probe":
-                self._m["cost/probe_rollouts"] += g.n
                 self.probes.append(g)
             else:
                 self._groups.append((f.uid, g))
-                self._m["cost/prompts"] += 1
-                self._m["cost/informative_rollouts"] += 0 if g.is_zero_variance else g.n
         for (rnd, purpose), groups in by_round.items():
-            self.ledger.record_groups(groups, self.context(round=rnd), purpose=purpose)
+            self.pipeline.record(groups, self.context(round=rnd, purpose=purpose))
         return out
+
+    def tell_probes(self, groups: Sequence[Group]) -> None:
+        self.pipeline.tell_probes(groups, self.context(round=0, purpose="probe"))
 
     def failed(self, uids: Sequence[str]) -> None:
         """Groups verl marked 'failure' (an agent loop raised): not recorded, counted."""
         for uid in uids:
             self.inflight.pop(uid, None)
-        self._m["cost/failed_groups"] += len(uids)
+        self._failed += len(uids)
 
     def finish_step(self, trained_uids: set[str]) -> dict[str, float]:
         """After verl's ReplayBuffer chose the batch: record what it kept, tell the selector, close the step.
@@ -215,18 +194,14 @@ class Session:
         fm = {"filter/verl/dropped_frac": len(dropped) / n,
               "filter/verl/zero_variance_frac": sum(g.is_zero_variance for g in groups) / n}
         self.ledger.record_filter("verl", FilterResult(kept=kept, dropped=dropped, metrics=fm), ctx)
-        self.selector.tell(groups, self.ledger, ctx)
-        m = {k: float(v) for k, v in self._m.items()}
-        m["cost/rounds"] = float(self.round)
-        examined = m["select/examined"]
-        m["select/skip_frac"] = m["select/skipped"] / examined if examined else 0.0
+        m = self.pipeline.tell(groups, ctx)
+        m.update(self.pipeline.step_metrics())
         m.update(fm)
-        m.update({k: float(v) for k, v in self.selector.metrics().items()})
-        if groups:
-            m["step/accuracy"] = sum(g.accuracy for g in groups) / len(groups)
+        m["cost/rounds"] = float(self.round)
+        m["cost/failed_groups"] = float(self._failed)
         self.ledger.record_step(self.step, m)
         self._groups.clear()
-        self._m = dict.fromkeys(_COUNTERS, 0.0)
+        self._failed = 0
         return m
 
     # ------------------------------------------------------------------ state
@@ -235,7 +210,8 @@ class Session:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.selector.load_state_dict(state["selector"])
-        self.epoch, self.pool_consumed = int(state["epoch"]), int(state["pool_consumed"])
+        self.epoch = int(state["epoch"])
+        self.pipeline.walk.pool_consumed = int(state["pool_consumed"])
 
 
 def prompt_from_row(row: Mapping[str, Any]) -> Prompt:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import time
 import uuid
 from collections import deque
 from dataclasses import dataclass
@@ -38,7 +37,6 @@ from typing import Any
 
 import numpy as np
 
-from ...config import build_strategy
 from ...configlib import ConfigError
 from ...records import Prompt
 from .config import TRAINER_MODE, VerlRollsiftConfig, check_verl_version
@@ -114,9 +112,9 @@ class RollsiftTrainerSync(PPOTrainerSync):
         self._ledger_path = path
         ledger = open_verl_ledger(cfg.ledger, path)
         seed = cfg.seed if cfg.seed is not None else (self.config.data.get("seed") or 0)
-        selector = build_strategy(cfg.selector, seed)
-        logger.info("rollsift: selector %s, ledger %s (%s)", type(selector).__name__, path, cfg.ledger.backend)
-        return Session(cfg, selector, ledger, n=self.config.actor_rollout_ref.rollout.n)
+        session = Session(cfg, cfg.selector, ledger, n=self.config.actor_rollout_ref.rollout.n, seed=seed)
+        logger.info("rollsift: selector %s, ledger %s (%s)", type(session.selector).__name__, path, cfg.ledger.backend)
+        return session
 
     def _pool(self) -> _Pool:
         """Every training prompt, in dataset order (built once, from verl's own dataset rows); a selector
@@ -125,6 +123,7 @@ class RollsiftTrainerSync(PPOTrainerSync):
             ds = self.train_dataset
             prompts = [prompt_from_row(ds[i]) for i in range(len(ds))]
             self._rollsift_pool = _Pool(prompts, {p.id: i for i, p in enumerate(prompts)})
+            self.rollsift.use_pool(prompts)
             if hasattr(self.rollsift.selector, "bind"):
                 self._bind(self.rollsift.selector, prompts)
         return self._rollsift_pool
@@ -147,7 +146,7 @@ class RollsiftTrainerSync(PPOTrainerSync):
             return tok(text, add_special_tokens=False)["input_ids"]
 
         out = os.path.dirname(self._ledger_path)
-        selector.bind(model=model, tokenizer=tok, encode=encode, out=out, pool=prompts, device="cpu")
+        self.rollsift.pipeline.bind(pool=prompts, model=model, tokenizer=tok, encode=encode, out=out, device="cpu")
         del model
 
     # ------------------------------------------------------------------ selection
@@ -155,7 +154,6 @@ class RollsiftTrainerSync(PPOTrainerSync):
         n = self.config.data.train_batch_size if num_prompts is None else int(num_prompts)
         s = self.rollsift
         s.begin(self.global_steps)
-        t0 = time.perf_counter()
         if s.selector.scope == "pool":
             pool = self._pool()
             prompts, epoch = s.select_pool(pool.prompts, n)
@@ -167,7 +165,6 @@ class RollsiftTrainerSync(PPOTrainerSync):
             prompts, epochs = [c.prompt for c in chosen], [c.epoch for c in chosen]
         tu.assign_non_tensor_data(batch, "global_steps", self.global_steps)  # as verl's _next_train_batch does
         s.submitted([str(u) for u in batch["uid"]], prompts, epochs)
-        s.spent("time/rollsift_select_s", time.perf_counter() - t0)  # verl's own dataloader fetches included
         return batch
 
     def _draw(self) -> list[Candidate]:
@@ -210,8 +207,8 @@ class RollsiftTrainerSync(PPOTrainerSync):
         s = self.rollsift
         s.begin(self.global_steps)
         pool = self._pool()
-        pctx = s.context(round=-1)
-        prompts = list(s.selector.probe(pool.prompts, s.ledger, pctx))
+        pctx = s.context(round=0, purpose="probe")
+        prompts = s.pipeline.probe_prompts(pctx)
         if not prompts:
             return {}
         batch = self._rows_batch([pool.index[p.id] for p in prompts])
@@ -220,7 +217,7 @@ class RollsiftTrainerSync(PPOTrainerSync):
         s.submitted(uids, prompts, [s.epoch] * len(prompts), purpose="probe")
         self._submit_batch_to_rollout(batch)
         groups = self.replay_buffer.collect(uids)
-        s.selector.tell(groups, s.ledger, pctx)
+        s.tell_probes(groups)
         return {"select/probe_groups": float(len(groups))}
 
     # ------------------------------------------------------------------ checkpoints
