@@ -250,7 +250,7 @@ def test_load_policy_sets_missing_pad_and_names_bad_paths(tiny, tmp_path):
 def test_bench_smoke(tmp_path):
     import json
 
-    from rollsift.generate.bench import run_bench
+    from rollsift.measure.bench_generate import run_bench
 
     out = tmp_path / "bench.json"
     report = run_bench(["--prompts", "2", "--n", "2", "--max-new-tokens", "4", "--threads", "1",

@@ -469,3 +469,64 @@ def test_state_round_trip(tiny_model, dataset, tmp_path):
     assert other.rollsift.generation == 5 and other.rollsift.selector.p_hard == 0.3
     assert other.rollsift.stream.pos == 3 and other.rollsift.selector.rng.random() == draw
     assert other.rollsift.ledger.attempts()[-1] == (1, 4)  # events after generation 4 are rolled back
+
+
+def test_same_seed_same_decisions_as_rollsifts_own_pipeline(tiny_model, dataset, tmp_path):
+    """The adapter seeds its strategies from rollsift.pipeline.SEEDS, like rollsift train: with the same
+    run seed, history and candidates, GRESO decides exactly as in rollsift's own pipeline."""
+    from collections import deque
+
+    from rollsift.pipeline import RolloutPipeline
+    from rollsift.records import Candidate, Completion
+    from rollsift.stream import EpochStream
+
+    def ledger_with_history(pool):
+        led = MemoryLedger()
+        for step in (1, 2):
+            groups = [Group(p, tuple(Completion(p.id, j, (1,), "") for j in range(G)), (1.0,) * G, (True,) * G,
+                            step=step, epoch=step - 1) for p in pool[::2]]
+            led.record_groups(groups, Context(step=step, epoch=step - 1))
+        return led
+
+    trainer = make_trainer(tiny_model, dataset, tmp_path, rollsift=RollsiftConfig(selector="greso", seed=7))
+    rs = trainer.rollsift
+    pool = rs.pool
+    rs.pipeline.ledger = rs.ledger = ledger_with_history(pool)
+    mine = ledger_with_history(pool)
+    pipe = RolloutPipeline.from_config(None, pool, mine, seed=7, selector="greso", n=G)
+    cands = pool[:B]
+    host = deque(Candidate(p, 0, "host") for p in cands)
+    stream = EpochStream(pool, 7)  # the adapter's own stream: seed + SEEDS["stream"]
+
+    def draw(k):
+        return [host.popleft() for _ in range(min(k, len(host)))] if host else stream.draw(k)
+
+    for step in (3, 4):
+        ctx = Context(step=step, epoch=0, n=G)
+        got, _ = rs._select(cands, ctx, {})
+        want = pipe.select(B, ctx, draw=draw, fill=True, fill_first=[Candidate(p, 0) for p in cands])
+        pipe.walk.pending = deque(c for c in pipe.walk.pending if c.ref != "host")  # as the adapter does
+        host.extend(Candidate(p, 0, "host") for p in cands)
+        assert [p.id for p in got] == [c.prompt.id for c in want]
+    a = [(d.prompt_id, d.kept, d.reason) for d in rs.ledger.decisions()]
+    b = [(d.prompt_id, d.kept, d.reason) for d in mine.decisions()]
+    assert a == b and any(not kept for _, kept, _ in a)
+
+
+@pytest.mark.slow
+def test_dots_runs_under_trl_and_report_reads_the_ledger(tiny_model, dataset, tmp_path):
+    """DOTS needs its pool embedded: the adapter binds it (no manual lines); the run's ledger alone
+    then gives `rollsift report` a page, as for a rollsift run."""
+    from rollsift.measure.report import main as report_main
+    from rollsift.select.dots import DotsConfig
+
+    run = tmp_path / "trl_run"
+    cfg = RollsiftConfig(selector=DotsConfig(ref_size=4, train_steps=2, train_batch=8, embed_batch=4),
+                         filters=("dynamic",), ledger=str(run / "ledger.sqlite"))
+    trainer = make_trainer(tiny_model, dataset, tmp_path, rollsift=cfg, steps=3)
+    trainer.train()
+    trainer.rollsift.ledger.close()
+    assert trainer.rollsift.selector.emb is not None
+    assert report_main([str(run), "--out", str(tmp_path / "rep")]) == 0
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert "Zero-variance share" in page and "Outcome heat map" in page

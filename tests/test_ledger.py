@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rollsift.ledger import MemoryLedger, SqliteLedger, open_ledger
-from rollsift.ledger.show import main, summarize
+from rollsift.measure.ledger_show import main, summarize
 from rollsift.protocols import Ledger, LedgerView
 from rollsift.records import Completion, Context, Decision, FilterResult, Group, Prompt, PromptStats
 

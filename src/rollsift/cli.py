@@ -65,17 +65,19 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _testbed(args: argparse.Namespace) -> int:
-    from .testbed import build as tb
-
     if args.testbed_cmd == "build":
-        tb.main_build(args)
+        from .testbed.build import main_build
+
+        main_build(args)
     else:
-        tb.main_regime(args)
+        from .measure.regime import main as main_regime
+
+        main_regime(args)
     return 0
 
 
 def _ledger(args: argparse.Namespace) -> int:
-    from .ledger.show import main
+    from .measure.ledger_show import main
 
     return main([args.run] + (["--json"] if args.json else [])) or 0
 
@@ -89,8 +91,8 @@ PASS_THROUGH = {
     "replay-ledger": ("rollsift.measure.counterfactual", "what a selector would have skipped, saved and lost on a recorded run"),
 }
 BENCHES = {
-    "generate": "rollsift.generate.bench",
-    "trl": "rollsift.integrations.trl_bench",
+    "generate": "rollsift.measure.bench_generate",
+    "trl": "rollsift.measure.bench_trl",
     "overhead": "rollsift.measure.overhead",
 }
 

@@ -178,7 +178,6 @@ class ReplayConfig:
 class LogConfig:
     progress: bool = doc("Show a rich progress bar with live metrics.", True)
     tensorboard: bool = doc("Also write TensorBoard event files under OUT/tb (needs the tensorboard package).", False)
-    report: bool = doc("Write OUT/report.html (curves, heat map) when the run ends.", True)
 
 
 @dataclass

@@ -38,7 +38,7 @@ def main(args: Any) -> int:
     from .generate import HFGenerator
     from .protocols import SamplingParams
     from .rewards import MathReward, extract_answer
-    from .run import load_model, resolve_device
+    from .policy import load_model, resolve_device
 
     model, tok = load_model(args.model, resolve_device(args.device))
     prompts = _prompts(args.data, args.size)

@@ -22,6 +22,7 @@ from . import checkpoint
 from .config import RunConfig
 from .configlib import ConfigError, dumps_toml, to_dict
 from .pipeline import RolloutPipeline, seed_of
+from .policy import check_model, load_model, resolve_device
 from .records import Prompt
 from .rundir import RunDir, RunDirError
 from .runlog import RunLog
@@ -30,32 +31,6 @@ from .runlog import RunLog
 # restores (evaluation draws from its own seeds and restores the sampler's state afterwards).
 RESUME_SAFE = ("steps", "max_minutes", "out", "device", "threads", "checkpoint_every", "log.", "eval.",
                "data.eval", "data.eval_size")
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device = {name!r} but CUDA is not available here; use device = 'cpu' or 'auto'")
-    return dev
-
-
-def load_model(spec: str, device: torch.device):
-    """The policy and its tokenizer: the shipped testbed checkpoint or a local directory."""
-    from .generate import load_policy
-
-    if spec == "testbed":
-        from .testbed import base_checkpoint
-
-        spec = str(base_checkpoint())
-    elif not (Path(spec) / "config.json").is_file():
-        raise ConfigError(f"model = {spec!r} is not a model directory (a folder with config.json, as written by "
-                          f"save_pretrained); use 'testbed' or a local path")
-    from .generate.hf import quiet_transformers
-
-    with quiet_transformers():
-        return load_policy(spec, device=device)
 
 
 def load_data(cfg: RunConfig) -> tuple[list[Prompt], list[Prompt]]:
@@ -203,7 +178,9 @@ def build(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> Run:
         if not rundir.has_ledger():
             raise RunDirError(f"--resume: {rundir.ledger_path} is missing, and with it every selector's history; "
                               f"the run cannot be resumed faithfully (start over with --overwrite)")
-    train, evals = load_data(cfg)  # bad data fails here, before the model is loaded
+    train, evals = load_data(cfg)  # bad data and a bad model path fail here, before the model is loaded
+    check_model(cfg.model)
+    resolve_device(cfg.device)
     lock = rundir.lock().acquire()
     try:
         if not resume:

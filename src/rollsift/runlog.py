@@ -42,14 +42,7 @@ class RunLog:
         return self.wall() - self.totals.get("time/eval_total", 0.0)
 
     def log(self, step: int, metrics: Mapping[str, float]) -> dict[str, float]:
-        row = {k: float(v) for k, v in metrics.items()}
-        for k in CUMULATIVE + TIMES:
-            if k in row:
-                self.totals[k + "_total"] = self.totals.get(k + "_total", 0.0) + row[k]
-        row.update(self.totals)
-        informative = self.totals.get("cost/informative_rollouts_total", 0.0)
-        rollouts = self.totals.get("cost/rollouts_total", 0.0)
-        row["cost/effective_share"] = informative / rollouts if rollouts else 0.0
+        row = add_totals({k: float(v) for k, v in metrics.items()}, self.totals)
         row["time/wall"] = self.wall()
         row["time/train_wall"] = row["time/wall"] - self.totals.get("time/eval_total", 0.0)
         if any(k.startswith("eval/") for k in row):
@@ -76,6 +69,31 @@ class RunLog:
             self._progress.close()
         if self._tb is not None:
             self._tb.close()
+
+
+def add_totals(row: dict[str, Any], totals: dict[str, float]) -> dict[str, Any]:
+    """Add the row's costs and times to the running ``totals`` and write them into the row as
+    ``<key>_total``, with ``cost/effective_share`` (informative rollouts over all rollouts so far)."""
+    for k in CUMULATIVE + TIMES:
+        if isinstance(row.get(k), (int, float)):
+            totals[k + "_total"] = totals.get(k + "_total", 0.0) + float(row[k])
+    row.update(totals)
+    informative = totals.get("cost/informative_rollouts_total", 0.0)
+    rollouts = totals.get("cost/rollouts_total", 0.0)
+    row["cost/effective_share"] = informative / rollouts if rollouts else 0.0
+    return row
+
+
+def accumulate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of per-step metrics (a TRL or verl ledger's step records) with the totals a
+    metrics.jsonl row has (``add_totals``), and ``time/train_wall`` summed from the time split."""
+    totals: dict[str, float] = {}
+    out = []
+    for r in sorted(rows, key=lambda r: r["step"]):
+        row = add_totals(dict(r), totals)
+        row.setdefault("time/train_wall", sum(totals.get(k + "_total", 0.0) for k in TIMES if k != "time/eval"))
+        out.append(row)
+    return out
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

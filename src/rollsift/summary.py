@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-from .runlog import read_metrics
+from .rundir import RunDir
 
 SPLIT = ("time/select", "time/generate", "time/score", "time/ledger", "time/filter", "time/train", "time/eval")
 
@@ -17,9 +17,9 @@ def summarize_run(out: str | Path, target: float | None = None) -> dict[str, Any
     With ``target`` (an accuracy), also the rollouts, generated tokens and training wall time
     spent when held-out accuracy first reached it (None when it never did).
     """
-    rows = read_metrics(out)
+    rows = RunDir(out).read_metrics()
     if not rows:
-        raise ValueError(f"{out}: metrics.jsonl is empty; did the run take a step?")
+        raise ValueError(f"{out}: no step recorded (metrics.jsonl or the ledger); did the run take a step?")
     evals = [r for r in rows if r.get("eval/accuracy") is not None]
     last = rows[-1]
     acc = [r["eval/accuracy"] for r in evals]

@@ -62,10 +62,7 @@ def train(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> dict
         run.close()
     from .summary import summarize_run
 
-    summary = summarize_run(cfg.out)
-    if cfg.log.report:
-        summary["report"] = _report(cfg.out)
-    return summary
+    return summarize_run(cfg.out)
 
 
 def _timed(fn, step: int, key: str) -> dict[str, float]:
@@ -73,16 +70,3 @@ def _timed(fn, step: int, key: str) -> dict[str, float]:
     out = fn(step)
     out[key] = time.perf_counter() - t0
     return out
-
-
-def _report(out: str) -> str | None:
-    """RUN/report.html; a failure to draw is reported, never fatal to a finished run."""
-    try:
-        from .measure.report import render
-
-        return str(render([out], out))
-    except Exception as e:  # noqa: BLE001 - plotting must not lose a finished run
-        import sys
-
-        print(f"rollsift: could not write {out}/report.html ({type(e).__name__}: {e})", file=sys.stderr)
-        return None

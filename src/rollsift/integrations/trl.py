@@ -212,11 +212,12 @@ class TRLRollsift:
         tok = t.processing_class
         model = t.accelerator.unwrap_model(t.model)
 
-        def encode(p: Prompt) -> list[int]:
+        def encode(p: Prompt) -> list[int]:  # the prompt as TRL renders it: chat template for messages
             if p.messages is not None and getattr(tok, "chat_template", None):
-                return list(tok.apply_chat_template(p.as_messages(), add_generation_prompt=True, tokenize=True))
-            return list(tok(p.text if p.text is not None else p.as_messages()[-1]["content"],
-                            add_special_tokens=False)["input_ids"])
+                text = tok.apply_chat_template(p.as_messages(), add_generation_prompt=True, tokenize=False)
+            else:
+                text = p.text if p.text is not None else p.as_messages()[-1]["content"]
+            return list(tok(text, add_special_tokens=False)["input_ids"])
 
         self.pipeline.bind(model=model, tokenizer=tok, encode=encode, out=t.args.output_dir,
                            device=next(model.parameters()).device)

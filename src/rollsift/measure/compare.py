@@ -26,7 +26,6 @@ import shlex
 import statistics
 import sys
 import time
-from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -234,31 +233,11 @@ def validate(summary: dict[str, Any]) -> None:
     jsonschema.validate(summary, json.loads(SCHEMA.read_text()))
 
 
-def headline_rows(summary: dict[str, Any]) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
-    """The headline table (means over seeds, "+-std" with several), shared by the console and report.html."""
-    many = len(summary["seeds"]) > 1
-
-    def f(st: dict[str, Any] | None, fmt: str) -> str:  # None: a key an older summary.json lacks
-        if not st or st["mean"] is None:
-            return "-"
-        return fmt.format(st["mean"]) + (f" +-{fmt.format(st['std'])}" if many and st["n"] > 1 else "")
-
-    head = ("run", "best acc", "final acc", "rollouts", "gen tokens", "train wall s", "effective share",
-            "rollouts to target", "tokens to target", "wall to target", "rollouts x", "tokens x", "wall x")
-    rows = []
-    for e in summary["runs"]:
-        m = defaultdict(lambda: None, e["mean"])
-        name = e["name"] + (" (ref)" if e["name"] == summary["reference"] else "")
-        rows.append((name, f(m["eval_best"], "{:.3f}"), f(m["eval_final"], "{:.3f}"), f(m["rollouts"], "{:.0f}"),
-                     f(m["gen_tokens"], "{:.0f}"), f(m["train_wall_s"], "{:.0f}"), f(m["effective_share"], "{:.2f}"),
-                     *(f(m[f"to_target_{k}"], "{:.0f}") for k in _COSTS),
-                     *(f(m[f"vs_reference_{k}"], "{:.2f}") for k in _COSTS)))
-    return head, rows
-
-
 def print_table(summary: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
+
+    from .tables import headline_rows
 
     targets = ", ".join(f"seed {k}: {'-' if v is None else f'{v:.3f}'}" for k, v in summary["targets"].items())
     t = Table(title=f"{summary['preset']}: target = {summary['target_fraction']} x best of "

@@ -28,7 +28,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from ..configlib import ConfigError, apply_override, load_toml
+from ..configlib import ConfigError, apply_override
 
 KEYS = ("decisions", "groups", "rollouts", "gen_tokens", "informative_groups", "skipped_groups", "saved_rollouts",
         "saved_gen_tokens", "lost_informative_groups", "skipped_all_correct", "skipped_all_wrong",
@@ -183,32 +183,26 @@ def _shares(d: dict[str, int], n: int) -> dict[str, float | None]:
     }
 
 
-def _run_config(path: Path) -> dict:
-    cfg = path.parent / "config.toml"
-    return load_toml(cfg) if cfg.is_file() else {}
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from ..ledger.show import resolve
-    from ..ledger.sqlite import SqliteLedger
+    from ..rundir import RunDir
 
-    path = resolve(args.run)
-    if not path.is_file():
+    rundir = RunDir(args.run)
+    if not rundir.has_ledger():
         raise ConfigError(f"{args.run}: no ledger.sqlite; pass a run directory or its ledger file")
     data: dict = {}
     for item in args.set:
         apply_override(data, item)
     if set(data) - {"selector"}:
         raise ConfigError(f"--set {sorted(set(data) - {'selector'})[0]}...: only selector.KEY knobs apply here")
-    run_cfg = _run_config(path)
+    run_cfg = rundir.read_config() or {}
     own = dict(run_cfg.get("selector") or {})
     knobs = {k: v for k, v in own.items() if k != "type"} if own.get("type", "greso") == args.selector else {}
     knobs.update(data.get("selector", {}))
     seed = args.seed if args.seed is not None else int(run_cfg.get("seed", 0))
-    with SqliteLedger(path, readonly=True) as ledger:
+    with rundir.open_ledger() as ledger:
         out = replay(ledger, args.selector, knobs, seed, args.steps)
-    out["run"] = str(path.parent)
+    out["run"] = str(rundir.path)
     _print(out)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..runlog import read_metrics
 
 # outcome codes of the heat map
 NOT_SEEN, SKIPPED, ALL_WRONG, MIXED, ALL_CORRECT = 0, 1, 2, 3, 4
@@ -148,14 +147,14 @@ def outcome_matrix(run: str | Path, max_prompts: int = 200) -> tuple[list[str], 
     """
     import numpy as np
 
-    path = Path(run) / "ledger.sqlite"
-    if not path.is_file():
-        return None
-    from ..ledger import SqliteLedger
+    from ..rundir import RunDir
 
+    rundir = RunDir(run)
+    if not rundir.has_ledger():
+        return None
     cells: dict[str, dict[int, int]] = {}
     acc: dict[str, list[float]] = {}
-    with SqliteLedger(path, readonly=True) as ledger:
+    with rundir.open_ledger() as ledger:
         for d in ledger.decisions():
             if not d.kept:
                 cells.setdefault(d.prompt_id, {}).setdefault(d.epoch, SKIPPED)
@@ -199,7 +198,7 @@ def heatmap_figure(run: str | Path, name: str, max_prompts: int) -> str | None:
 
 
 def _table(summary: dict[str, Any] | None, runs: Sequence[str | Path], names: Sequence[str]) -> str:
-    from .compare import headline_rows
+    from .tables import headline_rows
 
     if summary:
         head, rows = headline_rows(summary)
@@ -231,8 +230,10 @@ def render(runs: Sequence[str | Path], out: str | Path, summary: dict[str, Any] 
     import matplotlib
 
     matplotlib.use("Agg")
+    from ..rundir import RunDir
+
     names = labels(runs)
-    named = {n: read_metrics(r) for n, r in zip(names, runs)}
+    named = {n: RunDir(r).read_metrics() for n, r in zip(names, runs)}
     style = _Style(names)
     pruned = {n: rows for n, rows in named.items() if _has(rows, "prune/")}  # runs without a pruner prune nothing
     figures: list[tuple[str, str | None]] = [
@@ -278,10 +279,13 @@ def render(runs: Sequence[str | Path], out: str | Path, summary: dict[str, Any] 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from ..rundir import RunDir
+
     args = _parser().parse_args(argv)
-    missing = [r for r in args.runs if not (Path(r) / "metrics.jsonl").is_file()]
+    missing = [r for r in args.runs if not (RunDir(r).metrics_path.is_file() or RunDir(r).has_ledger())]
     if missing:
-        print(f"rollsift report: no metrics.jsonl in {', '.join(missing)}; pass run directories", file=sys.stderr)
+        print(f"rollsift report: no metrics.jsonl or ledger.sqlite in {', '.join(missing)}; pass run "
+              f"directories (or ledger files)", file=sys.stderr)
         return 2
     summary = json.loads(Path(args.summary).read_text()) if args.summary else None
     print(f"wrote {render(args.runs, args.out, summary, args.heatmap_prompts)}")

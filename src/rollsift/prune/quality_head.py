@@ -233,7 +233,7 @@ class QualityHeadPruner:
             "dim": head.dim if head is not None else None, "hidden": self.cfg.hidden, "checkpoint": self.cfg.checkpoint,
             "head": {k: v.detach().cpu().clone() for k, v in head.state_dict().items()} if head is not None else None,
             "opt": copy.deepcopy(self.opt.state_dict()) if self.opt is not None else None,  # a snapshot, not live
-            "rng": self.rng.get_state(), "warming_up": self.warming_up, "streak": self.streak,
+            "rng": self.rng.get_state(), "seed": self.seed, "warming_up": self.warming_up, "streak": self.streak,
             "below": self.below, "steps": self.steps, "prior": self.prior,
             "replay": [tuple(t.cpu() for t in r) for r in self.replay],
             "groups": dict(self._groups), "last": dict(self._last),
@@ -246,6 +246,7 @@ class QualityHeadPruner:
             self.head.load_state_dict(state["head"])
             self.opt.load_state_dict(state["opt"])
         self.rng.set_state(state["rng"])
+        self.seed = int(state.get("seed", self.seed))  # the audit draws are keyed on it
         self.warming_up, self.prior = bool(state["warming_up"]), float(state["prior"])
         self.streak, self.below, self.steps = int(state["streak"]), int(state["below"]), int(state["steps"])
         self.replay = [tuple(t.to(self.device) for t in r) for r in state["replay"]]

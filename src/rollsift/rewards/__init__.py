@@ -13,7 +13,8 @@ from typing import Iterable, Sequence
 
 from ..protocols import RewardFn
 from ..records import Completion, Prompt, RewardResult
-from .math import MathReward, extract_answer, fast_equal, math_verify_outcome
+from .math import MathReward, extract_answer, fast_equal
+from .verifier import math_verify_outcome
 
 __all__ = [
     "MathReward",

@@ -9,8 +9,11 @@ Rules (docs/data_and_rewards.md has the long form):
   within 1e-6 of the gold (where math-verify's 6-digit rounding matters) goes on to math-verify.
 * Everything else goes to math-verify, gold first: ``verify(parse(gold), parse(pred))``, both
   wrapped in ``\\boxed{}`` as verl does. Its own signal timeouts are off; rollsift enforces one
-  deadline per completion that works in any thread: SIGALRM on the main thread, a persistent
-  worker process elsewhere (killed and restarted when it overruns).
+  deadline per completion, for the whole call, that works in any thread: SIGALRM on the main
+  thread, a pool of worker processes elsewhere (``rollsift.rewards.verifier``), one per concurrent
+  caller up to ``max_workers``, killed and restarted when one overruns. Importing math-verify
+  happens before any deadline starts. Verdicts are cached per (gold, extracted answer), timeouts
+  included, so the n completions of a prompt that give one answer cost one check.
 * A reward never raises (except KeyboardInterrupt / SystemExit): failures become
   ``RewardResult(wrong_reward, False, reason)`` with reason "no_answer", "parse_error",
   "gold_error", "timeout" or "error"; a wrong but extracted answer gets "wrong".
@@ -18,20 +21,27 @@ Rules (docs/data_and_rewards.md has the long form):
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
-import pickle
 import re
 import signal
-import socket
-import subprocess
-import sys
 import threading
+import time
+from collections import OrderedDict
 from fractions import Fraction
-from typing import Callable
 
 from ..records import Completion, Prompt, RewardResult
+from .verifier import (
+    OUTCOMES,
+    Deadline,
+    Verifier,
+    WorkerError,
+    WorkerPool,
+    math_verify_outcome,
+    run_with_alarm,
+    shippable,
+    warm_in_process,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -106,15 +116,18 @@ def extract_answer(text: str, *, bare: bool = False) -> tuple[str | None, str]:
         ans = hashes.group(1).strip().rstrip(".").strip()
         if ans:
             return ans, "gsm8k"
-    best: tuple[int, str, str] | None = None
+    best: tuple[int, int, str] | None = None  # (start, end, how) of the last anchor
     for how, rx in _PHRASES:
-        for m in rx.finditer(text):
-            if best is None or m.start() > best[0]:
-                best = (m.start(), how, text[m.end() :].split("\n", 1)[0])
+        m = None
+        for m in rx.finditer(text):  # keep only positions: slicing per match made this quadratic
+            pass
+        if m is not None and (best is None or m.start() > best[0]):
+            best = (m.start(), m.end(), how)
     if best is not None:
-        ans = _clean_phrase(best[2])
+        eol = text.find("\n", best[1])
+        ans = _clean_phrase(text[best[1] : eol if eol >= 0 else len(text)])
         if ans:
-            return ans, best[1]
+            return ans, best[2]
     if bare:
         s = text.strip().strip("$").strip()
         if _number(s) is not None:
@@ -129,11 +142,26 @@ _FRAC_RE = re.compile(r"([+-]?)(?:(\d+)/(\d+)|\\[dt]?frac\{(\d+)\}\{(\d+)\})")
 _MAX_DECIMAL_DIGITS = 15  # beyond this sympy's Float precision, not the string, decides
 
 
+_MAX_INT_DIGITS = 4000  # Python refuses int(str) past 4,300 digits; longer integers compare as strings
+
+
+def _canonical_int(s: str) -> str | None:
+    """A plain integer as a canonical digit string ("-12", "0"), or None if ``s`` is not one."""
+    s = s.strip()
+    if "." in s or not _DEC_RE.fullmatch(s):
+        return None
+    sign = "-" if s.startswith("-") else ""
+    digits = s.lstrip("+-").replace(",", "").lstrip("0") or "0"
+    return digits if digits == "0" else sign + digits
+
+
 def _number(s: str) -> tuple[Fraction, bool] | None:
     """``(value, is_decimal)`` for a plain number string, else None."""
     s = s.strip()
     if _DEC_RE.fullmatch(s):
         digits = s.replace(",", "")
+        if sum(ch.isdigit() for ch in digits) > _MAX_INT_DIGITS:
+            return None
         decimal = "." in digits
         if decimal and sum(ch.isdigit() for ch in digits) > _MAX_DECIMAL_DIGITS:
             return None
@@ -155,6 +183,9 @@ def fast_equal(gold: str, pred: str) -> bool | None:
     either side is a decimal math-verify rounds both to 6 places, so values 1e-6 or more apart
     differ, equal values agree, and the band in between is left to math-verify.
     """
+    gi, pi = _canonical_int(gold), _canonical_int(pred)
+    if gi is not None and pi is not None:  # integers of any length, no conversion
+        return gi == pi
     g, p = _number(gold), _number(pred)
     if g is None or p is None:
         return None
@@ -163,203 +194,6 @@ def fast_equal(gold: str, pred: str) -> bool | None:
     if not (g[1] or p[1]) or abs(g[0] - p[0]) >= Fraction(1, 10**6):
         return False
     return None
-
-
-# ------------------------------------------------------------------------------ math-verify path
-
-
-class _MathVerifyNoise(logging.Filter):
-    """Drops math-verify's once-per-process "Timeout is disabled" warning: we enforce our own."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Timeout is disabled")
-
-
-_NOISE = _MathVerifyNoise()
-
-
-@functools.lru_cache(maxsize=1)
-def _math_verify():
-    import math_verify
-
-    for name in ("math_verify.parser", "math_verify.grader"):
-        logging.getLogger(name).addFilter(_NOISE)
-    return math_verify
-
-
-@functools.lru_cache(maxsize=4096)
-def _parse_gold(gold: str) -> tuple:
-    mv = _math_verify()
-    return tuple(mv.parse(f"\\boxed{{{gold}}}", parsing_timeout=None))
-
-
-def math_verify_outcome(gold: str, pred: str) -> str:
-    """The default verifier: "correct", "wrong", "parse_error" or "gold_error".
-
-    Runs math-verify with its own timeouts disabled; the caller bounds the time.
-    """
-    mv = _math_verify()
-    g = _parse_gold(gold)
-    if not g:
-        return "gold_error"
-    p = mv.parse(f"\\boxed{{{pred}}}", parsing_timeout=None)
-    if p and mv.verify(list(g), p, timeout_seconds=None):
-        return "correct"
-    # parse() falls back to the raw string when sympy cannot read it: that is a parse error
-    # (the verdict above still let an exact string match count).
-    return "wrong" if any(not isinstance(x, str) for x in p) else "parse_error"
-
-
-Verifier = Callable[[str, str], "str | bool"]
-OUTCOMES = ("correct", "wrong", "parse_error", "gold_error")
-
-
-class _Deadline(BaseException):
-    """Raised by our SIGALRM handler; a BaseException so sympy's ``except Exception`` lets it by."""
-
-
-class _WorkerError(Exception):
-    pass
-
-
-def _run_with_alarm(fn: Verifier, gold: str, pred: str, seconds: float) -> str:
-    def on_alarm(signum, frame):
-        raise _Deadline()
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        return fn(gold, pred)
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-def _shippable(fn: Verifier) -> bool:
-    """Can the worker process import ``fn``? (pickled by reference; ``__main__`` is not shared)"""
-    if getattr(fn, "__module__", None) == "__main__":
-        return False
-    try:
-        pickle.dumps(fn)
-    except Exception:
-        return False
-    return True
-
-
-class _Worker:
-    """One persistent verifier process, spoken to over a socket pair, one call at a time.
-
-    Started with ``python -c`` (not multiprocessing's spawn) so the caller's script is never
-    re-imported; it gets the caller's ``sys.path`` so an injected verifier's module imports.
-    """
-
-    STARTUP_S = 120.0
-
-    def __init__(self, verifier: Verifier):
-        self._blob = pickle.dumps(verifier)
-        self._warm = verifier is math_verify_outcome
-        self.proc: subprocess.Popen | None = None
-        self.conn = None
-        self.ready = False
-        self.pid = -1  # the parent's pid at start: a forked copy must not share the socket
-        self.restarts = 0
-
-    def start(self) -> None:
-        from multiprocessing.connection import Connection
-
-        ours, theirs = socket.socketpair()
-        paths = [p or os.getcwd() for p in sys.path]
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
-        code = "import sys; from rollsift.rewards.math import _worker_main; _worker_main(int(sys.argv[1]))"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", code, str(theirs.fileno())],
-            pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env,
-        )
-        theirs.close()
-        self.conn = Connection(ours.detach())
-        self.conn.send_bytes(pickle.dumps((self._blob, self._warm)))
-        self.ready, self.pid = False, os.getpid()
-
-    def stop(self) -> None:
-        if self.conn is not None:
-            try:
-                self.conn.close()
-            except OSError:
-                pass
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-        self.proc, self.conn, self.ready = None, None, False
-
-    def ensure_ready(self) -> None:
-        if self.proc is None or self.pid != os.getpid() or self.proc.poll() is not None:
-            if self.pid == os.getpid():
-                self.stop()
-            self.proc = None  # in a forked child, forget (never kill) the parent's worker
-            self.start()
-        if not self.ready:
-            if not self.conn.poll(self.STARTUP_S):
-                self.stop()
-                raise _WorkerError(f"verifier worker did not start within {self.STARTUP_S:.0f} s")
-            self.conn.recv()
-            self.ready = True
-
-    def call(self, gold: str, pred: str, seconds: float) -> str:
-        try:
-            self.ensure_ready()
-            self.conn.send((gold, pred))
-            if not self.conn.poll(seconds):
-                self.restart()
-                raise _Deadline()
-            kind, value = self.conn.recv()
-        except (EOFError, OSError) as e:
-            self.restart()
-            raise _WorkerError(f"verifier worker died: {e!r}") from None
-        if kind == "ok":
-            return value
-        if kind == "timeout":
-            raise _Deadline()
-        raise _WorkerError(value)
-
-    def restart(self) -> None:
-        """Kill an overrunning worker and start the next one now, so it warms up meanwhile."""
-        self.stop()
-        self.restarts += 1
-        self.start()
-
-
-def _worker_main(fd: int) -> None:
-    from multiprocessing.connection import Connection
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's; we exit on EOF
-    os.dup2(2, 1)  # stray prints must not reach the parent as protocol bytes
-    conn = Connection(fd)
-    blob, warm = pickle.loads(conn.recv_bytes())
-    verifier = pickle.loads(blob)
-    timeout_types: tuple = (_Deadline,)
-    try:
-        from math_verify.errors import TimeoutException
-
-        timeout_types = (_Deadline, TimeoutException)
-    except ImportError:
-        pass
-    if warm:
-        math_verify_outcome("1", "x+1")
-    conn.send(("ready", os.getpid()))  # only now does the caller's deadline start
-    while True:
-        try:
-            msg = conn.recv()
-        except (EOFError, OSError):
-            return
-        try:
-            conn.send(("ok", verifier(*msg)))
-        except timeout_types as e:
-            conn.send(("timeout", repr(e)))
-        except BaseException as e:  # noqa: BLE001 - anything else is reported, never fatal
-            conn.send(("error", f"{type(e).__name__}: {str(e)[:200]}"))
 
 
 # ---------------------------------------------------------------------------------- the reward
@@ -373,13 +207,16 @@ class MathReward:
     correct_reward / wrong_reward: rewards of right and of wrong or unscorable completions.
     format_reward: reward of a wrong answer that was extracted and parsed (reason "wrong"); None
         means wrong_reward. GRESO's code used 0.1. ``correct`` stays the binary truth either way.
-    timeout_s: wall-clock bound on one math-verify check (the fast path needs none).
+    timeout_s: wall-clock bound on one call (extraction, waiting for a worker and the check; a
+        worker's one-time start-up and math-verify's import are not counted).
     timeout_mode: "auto" (SIGALRM on the main thread when no other timer is armed, the worker
-        process elsewhere), "process" (always the worker) or "none" (in-process, unbounded).
+        pool elsewhere), "process" (always the worker pool) or "none" (in-process, unbounded).
     fast_path: decide plain-number pairs without sympy (same verdicts, 60-100x cheaper).
     bare_answers: accept a completion that is just a number (direct-answer tasks).
     verifier: ``(gold, pred) -> "correct"|"wrong"|"parse_error"|"gold_error"`` (or a bool); must be
-        importable by reference (not defined in ``__main__``) to run in the worker process.
+        importable by reference (not defined in ``__main__``) to run in the worker processes.
+    max_workers: worker processes at most (one per concurrent caller; default: the CPU count).
+    cache_size: verdicts remembered per (gold, extracted answer), timeouts included (0: none).
     """
 
     def __init__(
@@ -393,6 +230,8 @@ class MathReward:
         fast_path: bool = True,
         bare_answers: bool = False,
         verifier: Verifier = math_verify_outcome,
+        max_workers: int | None = None,
+        cache_size: int = 65536,
     ):
         if timeout_mode not in TIMEOUT_MODES:
             raise ValueError(f"timeout_mode must be one of {TIMEOUT_MODES}, got {timeout_mode!r}")
@@ -400,11 +239,15 @@ class MathReward:
             raise ValueError(f"timeout_s must be > 0 seconds, got {timeout_s!r}")
         if not callable(verifier):
             raise ValueError(f"verifier must be callable (gold, pred) -> outcome, got {verifier!r}")
-        if timeout_mode == "process" and not _shippable(verifier):
+        if timeout_mode == "process" and not shippable(verifier):
             raise ValueError(
                 f"timeout_mode='process' needs a verifier the worker can import; {verifier!r} is "
                 "defined in __main__ or cannot be pickled: move it into a module"
             )
+        if max_workers is not None and max_workers < 1:
+            raise ValueError(f"max_workers must be >= 1, got {max_workers!r}")
+        if cache_size < 0:
+            raise ValueError(f"cache_size must be >= 0, got {cache_size!r}")
         self.correct_reward = float(correct_reward)
         self.wrong_reward = float(wrong_reward)
         self.format_reward = None if format_reward is None else float(format_reward)
@@ -413,18 +256,26 @@ class MathReward:
         self.fast_path = bool(fast_path)
         self.bare_answers = bool(bare_answers)
         self.verifier = verifier
+        self.max_workers = int(max_workers or os.cpu_count() or 1)
+        self.cache_size = int(cache_size)
         self._init_runtime()
 
     def _init_runtime(self) -> None:
-        self._lock = threading.Lock()  # counters
-        self._worker_lock = threading.Lock()  # one call at a time in the worker
-        self._worker: _Worker | None = None
-        self._counts = {"calls": 0, "fast_path": 0, "verifier": 0, "timeouts": 0, "errors": 0}
+        self._lock = threading.Lock()  # counters and cache
+        self._pool_lock = threading.Lock()
+        self._pool: WorkerPool | None = None
+        self._cache: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._counts = {"calls": 0, "fast_path": 0, "verifier": 0, "cache_hits": 0, "timeouts": 0, "errors": 0}
         self._warned: set[str] = set()
+
+    @property
+    def _worker(self):
+        """The first worker process (None before any call needed one)."""
+        return self._pool.workers[0] if self._pool is not None and self._pool.workers else None
 
     # Picklable for frameworks that ship reward functions to other processes (Ray, DataLoader).
     def __getstate__(self) -> dict:
-        keep = ("_lock", "_worker_lock", "_worker", "_counts", "_warned")
+        keep = ("_lock", "_pool_lock", "_pool", "_cache", "_counts", "_warned")
         return {k: v for k, v in self.__dict__.items() if k not in keep}
 
     def __setstate__(self, state: dict) -> None:
@@ -432,12 +283,13 @@ class MathReward:
         self._init_runtime()
 
     def __call__(self, prompt: Prompt, completion: Completion) -> RewardResult:
+        deadline = time.monotonic() + self.timeout_s
         try:
-            result, path = self._score(prompt.answer, completion.text)
+            result, path = self._score(prompt.answer, completion.text, deadline)
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as e:  # noqa: BLE001 - includes math_verify's TimeoutException
-            timeout = isinstance(e, _Deadline) or type(e).__name__ == "TimeoutException"
+            timeout = isinstance(e, Deadline) or type(e).__name__ == "TimeoutException"
             path = "timeouts" if timeout else "errors"
             if not timeout:
                 self._warn_once(type(e).__name__, f"reward check failed ({e!r}); scored as wrong")
@@ -452,10 +304,12 @@ class MathReward:
         """Score ``(prompt, completion)`` pairs in order."""
         return [self(p, c) for p, c in pairs]
 
-    def _score(self, gold_raw: str, text: str) -> tuple[RewardResult, str | None]:
+    def _score(self, gold_raw: object, text: str, deadline: float) -> tuple[RewardResult, str | None]:
         pred, _how = extract_answer(text, bare=self.bare_answers)
         if pred is None:
             return RewardResult(self.wrong_reward, False, "no_answer"), None
+        if gold_raw is None:
+            return RewardResult(self.wrong_reward, False, "gold_error"), None
         gold = gold_raw if isinstance(gold_raw, str) else str(gold_raw)
         if "\\boxed" in gold or "\\fbox" in gold:
             gold = extract_answer(gold)[0] or gold
@@ -466,7 +320,33 @@ class MathReward:
             verdict = fast_equal(gold, pred)
             if verdict is not None:
                 return self._result("correct" if verdict else "wrong"), "fast_path"
-        return self._result(self._verify(gold, pred)), "verifier"
+        key = (gold, pred)
+        with self._lock:
+            cached = self._cache.get(key)
+            if cached is not None:
+                self._cache.move_to_end(key)
+                self._counts["cache_hits"] += 1
+        if cached == "timeout":
+            raise Deadline()
+        if cached is not None:
+            return self._result(cached), "verifier"
+        try:
+            outcome = self._verify(gold, pred, deadline)
+        except Deadline:
+            self._remember(key, "timeout")
+            raise
+        if isinstance(outcome, bool):
+            outcome = "correct" if outcome else "wrong"
+        self._remember(key, outcome)
+        return self._result(outcome), "verifier"
+
+    def _remember(self, key: tuple[str, str], outcome: str) -> None:
+        if self.cache_size <= 0:
+            return
+        with self._lock:
+            self._cache[key] = outcome
+            if len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
 
     def _result(self, outcome: str | bool) -> RewardResult:
         if isinstance(outcome, bool):  # a plain predicate is a fine verifier too
@@ -477,10 +357,10 @@ class MathReward:
             r = self.wrong_reward if self.format_reward is None else self.format_reward
             return RewardResult(r, False, "wrong")
         if outcome not in OUTCOMES:
-            raise _WorkerError(f"verifier returned {outcome!r}; expected one of {OUTCOMES}")
+            raise WorkerError(f"verifier returned {outcome!r}; expected one of {OUTCOMES}")
         return RewardResult(self.wrong_reward, False, outcome)
 
-    def _verify(self, gold: str, pred: str) -> str:
+    def _verify(self, gold: str, pred: str, deadline: float) -> str:
         if self.timeout_mode == "none":
             return self.verifier(gold, pred)
         if (
@@ -489,14 +369,24 @@ class MathReward:
             and hasattr(signal, "setitimer")
             and signal.getitimer(signal.ITIMER_REAL)[0] == 0.0
         ):
-            return _run_with_alarm(self.verifier, gold, pred, self.timeout_s)
-        if not _shippable(self.verifier):
+            if self.verifier is math_verify_outcome:
+                t0 = time.monotonic()
+                warm_in_process()  # the import is not the call's time
+                deadline += time.monotonic() - t0
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise Deadline()
+            return run_with_alarm(self.verifier, gold, pred, remaining)
+        if not shippable(self.verifier):
             self._warn_once("unshippable", "verifier cannot run in a worker; no timeout off the main thread")
             return self.verifier(gold, pred)
-        with self._worker_lock:
-            if self._worker is None:
-                self._worker = _Worker(self.verifier)
-            return self._worker.call(gold, pred, self.timeout_s)
+        return self._workers().call(gold, pred, deadline)
+
+    def _workers(self) -> WorkerPool:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = WorkerPool(self.verifier, self.max_workers)
+            return self._pool
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
@@ -504,25 +394,23 @@ class MathReward:
             logger.warning("MathReward: %s", message)
 
     def metrics(self) -> dict[str, float]:
-        """Cumulative counters: calls, fast-path and math-verify checks, timeouts, worker restarts."""
+        """Cumulative counters: calls, fast-path and math-verify checks, cache hits, timeouts, worker restarts."""
         with self._lock:
             out = {f"reward/math/{k}": float(v) for k, v in self._counts.items()}
-        out["reward/math/worker_restarts"] = float(self._worker.restarts if self._worker else 0)
+        out["reward/math/worker_restarts"] = float(self._pool.restarts if self._pool else 0)
+        out["reward/math/workers"] = float(len(self._pool.workers) if self._pool else 0)
         return out
 
     def warmup(self) -> None:
-        """Start the worker process now (it is otherwise started by the first call that needs it)."""
-        with self._worker_lock:
-            if self._worker is None:
-                self._worker = _Worker(self.verifier)
-            self._worker.ensure_ready()
+        """Start a worker process now (it is otherwise started by the first call that needs it)."""
+        self._workers().warmup()
 
     def close(self) -> None:
-        """Stop the worker process, if any (also done when the interpreter exits)."""
-        with self._worker_lock:
-            if self._worker is not None:
-                self._worker.stop()
-                self._worker = None
+        """Stop the worker processes, if any (also done when the interpreter exits)."""
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.stop()
+                self._pool = None
 
     def __enter__(self) -> "MathReward":
         return self

@@ -77,10 +77,9 @@ def practice_covariate(prompt: np.ndarray, version: np.ndarray, n: np.ndarray, k
 def load_observations(ledger: Any) -> Observations:
     """Read a ledger (a LedgerBase, a run directory or a ledger file) into Observations."""
     if isinstance(ledger, (str, Path)):
-        from ..ledger.show import resolve
-        from ..ledger.sqlite import SqliteLedger
+        from ..rundir import RunDir
 
-        with SqliteLedger(resolve(ledger), readonly=True) as led:
+        with RunDir(ledger).open_ledger() as led:
             return load_observations(led)
     index: dict[str, int] = {}
     prompt, version, n, k, train = [], [], [], [], []

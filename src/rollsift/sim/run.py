@@ -115,10 +115,10 @@ def build_pool(args: argparse.Namespace, seed: int) -> tuple[list, Any, float, d
     if args.pool is not None and args.pool < 1:
         raise ConfigError(f"--pool must be >= 1, got {args.pool}")
     if args.fit:
-        from ..ledger.show import resolve
+        from ..rundir import RunDir
         from .fit import fit
 
-        if not resolve(args.fit).is_file():
+        if not RunDir(args.fit).has_ledger():
             raise ConfigError(f"--fit {args.fit}: no ledger.sqlite there; pass a run directory or its ledger file")
         fitted = fit(args.fit)
         prompts, model = fitted.to_model(size=args.pool, seed=seed)

@@ -114,12 +114,3 @@ def main_build(args) -> None:
     out = Path(args.out) if args.out else base_checkpoint(must_exist=False)
     info = sft(out, recipe, seed=args.seed)
     print(f"wrote {out} ({info['parameters'] / 1e6:.2f}M parameters, {info['seconds']:.0f}s)")
-
-
-def main_regime(args) -> None:
-    from .regime import measure_regime, print_regime
-
-    result = measure_regime(args.model, prompts=args.prompts, n=args.n, seed=args.seed)
-    print_regime(result)
-    if args.json:
-        Path(args.json).write_text(__import__("json").dumps(result, indent=2))

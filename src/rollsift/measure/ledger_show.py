@@ -21,15 +21,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .state import PURPOSES, LedgerBase
+from ..ledger.state import PURPOSES, LedgerBase
 
 EASY, HARD, MIXED = "easy", "hard", "mixed"
-
-
-def resolve(run: str | Path) -> Path:
-    """A run directory (holding ledger.sqlite) or the ledger file itself."""
-    p = Path(run)
-    return p / "ledger.sqlite" if p.is_dir() else p
 
 
 def _share(num: int, den: int) -> float | None:
@@ -43,9 +37,9 @@ def _kind(n: int, k: int) -> str:
 def summarize(ledger_or_path: LedgerBase | str | Path) -> dict[str, Any]:
     """Everything ``ledger show`` prints, as a JSON-ready dict (None where a share has no denominator)."""
     if not isinstance(ledger_or_path, LedgerBase):
-        from .sqlite import SqliteLedger
+        from ..rundir import RunDir
 
-        with SqliteLedger(resolve(ledger_or_path), readonly=True) as ledger:
+        with RunDir(ledger_or_path).open_ledger() as ledger:
             return summarize(ledger)
     ledger = ledger_or_path
     st = ledger.state
@@ -243,8 +237,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("run", help="run directory (holding ledger.sqlite) or the ledger file")
     ap.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = ap.parse_args(argv)
-    path = resolve(args.run)
-    if not path.is_file():
+    from ..rundir import RunDir
+
+    rundir = RunDir(args.run)
+    path = rundir.ledger_path
+    if not rundir.has_ledger():
         print(f"rollsift ledger show: no ledger at {str(path)!r}", file=sys.stderr)
         return 2
     s = summarize(path)

@@ -48,7 +48,7 @@ def run_bench(argv: list[str] | None = None) -> dict:
 
     from ..protocols import SamplingParams
     from ..testbed.problems import prompts as testbed_prompts
-    from .hf import HFGenerator, load_policy
+    from ..generate.hf import HFGenerator, load_policy
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -83,7 +83,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     from ..rewards import MathReward
     from ..testbed.problems import prompts
-    from .trl import RollsiftConfig, to_trl_dataset
+    from ..integrations.trl import RollsiftConfig, to_trl_dataset
 
     work = Path(tempfile.mkdtemp(prefix="rollsift-bench-trl-"))
     model = _model_path(args.model, work)

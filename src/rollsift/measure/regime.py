@@ -19,8 +19,8 @@ def measure_regime(model: str = "testbed", prompts: int = 1024, n: int = 8, seed
     from ..generate import HFGenerator
     from ..protocols import SamplingParams
     from ..rewards import MathReward
-    from ..run import load_model, resolve_device
-    from .problems import prompts as testbed_prompts
+    from ..policy import load_model, resolve_device
+    from ..testbed.problems import prompts as testbed_prompts
 
     policy, tok = load_model(model, resolve_device(device))
     pool = testbed_prompts(split)[:prompts]
@@ -55,3 +55,14 @@ def print_regime(r: dict[str, Any]) -> None:
           f"mixed {100 * r['mixed']:.1f}%   mean accuracy {100 * r['accuracy']:.1f}%")
     by = ", ".join(f"{k}: {100 * v:.0f}% ({r['prompts_by_difficulty'][k]})" for k, v in r["accuracy_by_difficulty"].items())
     print(f"  accuracy by difficulty tier: {by}")
+
+
+def main(args) -> None:
+    """``rollsift testbed regime``: print the regime, and write it as JSON with ``--json``."""
+    import json
+    from pathlib import Path
+
+    result = measure_regime(args.model, prompts=args.prompts, n=args.n, seed=args.seed)
+    print_regime(result)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
