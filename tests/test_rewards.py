@@ -343,3 +343,100 @@ def test_score_and_stats():
     assert all(isinstance(v, float) for v in m.values())
     stats.reset()
     assert stats.metrics() == {"reward/count": 0.0, "reward/mean": 0.0, "reward/accuracy": 0.0}
+
+
+# ------------------------------------------------------------------------------- bounds per call
+def slow_prefix_verifier(gold: str, pred: str) -> str:
+    """Spins on any prediction starting with "slow" (distinct answers: no cache hits between them)."""
+    if pred.startswith("slow"):
+        end = time.monotonic() + 60
+        while time.monotonic() < end:
+            pass
+    return "correct" if gold == pred else "wrong"
+
+
+def test_extraction_is_linear_in_the_number_of_answer_phrases():
+    text = "answer: 1 " * 100_000  # 1 MB; each match used to slice the rest of the text (139 s)
+    t0 = time.perf_counter()
+    assert extract_answer(text) == ("1", "answer_colon")
+    assert time.perf_counter() - t0 < 5.0  # a guard against the quadratic path, not a benchmark
+
+
+def test_a_whole_call_is_bounded_under_concurrency():
+    """20 threads, 2 workers, every check pathological: each call ends near its own deadline (waiting
+    for a worker counts), instead of queueing behind the others (20 x the limit)."""
+    reward = MathReward(verifier=slow_prefix_verifier, timeout_s=1.0, fast_path=False, timeout_mode="process",
+                        max_workers=2)
+    reward.warmup()
+    spans, out = [], []
+
+    def work(i):
+        t0 = time.monotonic()
+        out.append(reward(P("1"), C(f"\\boxed{{slow{i}}}")))
+        spans.append(time.monotonic() - t0)
+
+    try:
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(20)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert len(out) == 20 and all(r == RewardResult(0.0, False, "timeout") for r in out)
+        assert max(spans) < 10.0, spans  # bound + a worker's restart, far below 20 x 1 s in a queue
+        assert reward.metrics()["reward/math/workers"] <= 2
+    finally:
+        reward.close()
+
+
+def test_the_workers_grow_with_the_concurrency_asked_for():
+    reward = MathReward(timeout_s=30, timeout_mode="process", max_workers=3)
+    try:
+        barrier = threading.Barrier(3)
+
+        def work(i):
+            barrier.wait()
+            reward(P(f"x+{i}"), C(f"\\boxed{{{i}+x}}"))
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert 2 <= reward.metrics()["reward/math/workers"] <= 3
+    finally:
+        reward.close()
+
+
+def test_verdicts_are_cached_per_gold_and_answer_timeouts_included():
+    reward = MathReward(verifier=slow_verifier, timeout_s=0.2, fast_path=False)
+    assert reward(P("1"), C("\\boxed{slow}")).reason == "timeout"
+    t0 = time.monotonic()
+    assert reward(P("1"), C("The answer is slow")).reason == "timeout"  # same extracted answer: no new check
+    assert time.monotonic() - t0 < 0.1
+    m = reward.metrics()
+    assert m["reward/math/cache_hits"] == 1 and m["reward/math/timeouts"] == 2
+    ok = MathReward(cache_size=0)
+    assert ok(P("1+x"), C("\\boxed{x+1}")).correct and ok.metrics()["reward/math/cache_hits"] == 0
+
+
+def test_missing_gold_and_huge_integers():
+    reward = MathReward()
+    none_gold = Prompt(id="p", text="q", answer=None)
+    assert reward(none_gold, C("\\boxed{None}")) == RewardResult(0.0, False, "gold_error")
+    big = "9" * 5000  # past Python's 4,300-digit int conversion limit
+    assert reward(P(big), C(f"\\boxed{{{big}}}")).correct
+    assert not reward(P(big), C(f"\\boxed{{{big[:-1]}8}}")).correct
+    assert fast_equal("-0012", "-12") and fast_equal("1,234", "1234") and not fast_equal("12", "-12")
+
+
+def test_math_verify_import_is_outside_the_first_deadline():
+    """A fresh process: importing math-verify and its first parse must not count against the first
+    check's deadline (5 processes scored 1+x vs x+1 as a timeout before)."""
+    import subprocess
+    import sys
+
+    code = ("from rollsift.rewards import MathReward; from rollsift.records import Prompt, Completion; "
+            "r = MathReward(timeout_s=0.05); "
+            "print(r(Prompt(id='a', text='q', answer='1+x'), Completion('a', 0, (), '\\\\boxed{x+1}')).correct)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "True", done.stderr[-1000:]

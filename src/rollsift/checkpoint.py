@@ -21,12 +21,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import faults
+from .errors import UserError
+
 LATEST = "latest"
 STATE = "state.pt"
 WEIGHTS = "model.safetensors"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint could not be written or read; the message says which and why."""
 
 
@@ -71,18 +74,22 @@ def save(out: str | Path, step: int, model, tokenizer, state: dict[str, Any], ke
             model.save_pretrained(tmp)
             if tokenizer is not None:
                 tokenizer.save_pretrained(tmp)
+        faults.point("checkpoint.weights")
         torch.save({"step": step, "rng": rng_state(), **state}, tmp / STATE)
         _fsync_dir(tmp)
+        faults.point("checkpoint.state")
     except (OSError, RuntimeError) as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise CheckpointError(f"step {step}: writing the checkpoint under {root} failed ({e}); the previous "
                               f"checkpoint is intact, resume from it once the cause is fixed") from e
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
+    faults.point("checkpoint.rename")
     pointer = root / f".{LATEST}.tmp"
     pointer.write_text(final.name)
     os.replace(pointer, root / LATEST)
     _fsync_dir(root)
+    faults.point("checkpoint.pointer")
     for old in sorted(p for p in root.glob("step_*") if p != final)[:-max(keep - 1, 0) or None]:
         shutil.rmtree(old, ignore_errors=True)
     return final

@@ -1,19 +1,24 @@
 """The ``rollsift`` command line. Parsing only: heavy modules are imported by the command that runs.
 
     rollsift train [--config F ...] [--set key=value ...] [--resume] [--explain]
-    rollsift eval --model PATH|testbed [--data F] [--samples K] [--vote majority|quality]
-    rollsift testbed build [--out DIR] [--minutes M] | testbed regime [--model PATH]
-    rollsift ledger show RUN [--json]
-    rollsift compare --preset NAME --out DIR [--seeds N]
+    rollsift eval --model PATH|testbed [--data F] [--samples K] [--vote majority|quality --head F]
+    rollsift testbed build [--out DIR] [--steps N] | testbed regime [--model PATH]
+    rollsift ledger show RUN [--json] | ledger card RUN [--json]
+    rollsift compare --preset NAME --out DIR [--seeds N] [--jobs J]
     rollsift report RUN... --out DIR
     rollsift simulate [...]
-    rollsift replay-ledger RUN --selector S
+    rollsift replay-ledger RUN --selector S [--sweep]
     rollsift bench generate|trl|overhead [...]
+
+A mistake the user can fix (a bad key, file, row, path, a locked or damaged run directory, a run
+that diverged) is printed as one message and exits non-zero (2; 3 for a diverged run) without a
+traceback; ``rollsift --debug ...`` (or ``ROLLSIFT_DEBUG=1``) shows it.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -28,8 +33,23 @@ def _train(args: argparse.Namespace) -> int:
 
     summary = train(cfg, resume=args.resume, overwrite=args.overwrite)
     print(format_summary(summary))
+    if not args.no_report:
+        report = _report(cfg.out)
+        if report:
+            print(f"report: {report}")
     print(f"run directory: {cfg.out}")
     return 0
+
+
+def _report(out: str) -> str | None:
+    """RUN/report.html; a failure to draw is reported, never fatal to a finished run."""
+    try:
+        from .measure.report import render
+
+        return str(render([out], out))
+    except Exception as e:  # noqa: BLE001 - plotting must not lose a finished run
+        print(f"rollsift: could not write {out}/report.html ({type(e).__name__}: {e})", file=sys.stderr)
+        return None
 
 
 def _explain() -> int:
@@ -77,6 +97,10 @@ def _testbed(args: argparse.Namespace) -> int:
 
 
 def _ledger(args: argparse.Namespace) -> int:
+    if args.ledger_cmd == "card":
+        from .measure.card import main as card_main
+
+        return card_main([args.run] + (["--json"] if args.json else [])) or 0
     from .measure.ledger_show import main
 
     return main([args.run] + (["--json"] if args.json else [])) or 0
@@ -85,7 +109,7 @@ def _ledger(args: argparse.Namespace) -> int:
 # Commands that own their options: ``rollsift NAME ...`` hands everything after NAME to
 # ``MODULE.main(argv)``, imported only when the command runs (so ``rollsift --help`` stays instant).
 PASS_THROUGH = {
-    "compare": ("rollsift.measure.compare", "run a preset of configurations with the same seeds; summary.json + report.html"),
+    "compare": ("rollsift.measure.compare", "run a preset of configurations over seeds, in parallel; summary.json + report.html"),
     "report": ("rollsift.measure.report", "render report.html (accuracy/cost curves, GRESO, DOTS, pruning, heat map) for runs"),
     "simulate": ("rollsift.sim.run", "drive the pipeline and strategies with a simulated policy (seconds, any pool size)"),
     "replay-ledger": ("rollsift.measure.counterfactual", "what a selector would have skipped, saved and lost on a recorded run"),
@@ -110,25 +134,27 @@ def _bench(args: argparse.Namespace, rest: list[str]) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rollsift", description="Spend RLVR rollouts only where they pay.")
     p.add_argument("--version", action="store_true", help="print the version and exit")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error (also ROLLSIFT_DEBUG=1)")
     sub = p.add_subparsers(dest="cmd")
 
     t = sub.add_parser("train", help="train with the reference GRPO/DAPO loop")
     t.add_argument("--config", action="append", default=[], metavar="FILE", help="TOML run file (repeatable; later wins)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config key")
-    t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest")
+    t.add_argument("--resume", action="store_true", help="continue from OUT's last intact checkpoint")
     t.add_argument("--overwrite", action="store_true", help="start over in an OUT that already holds a run")
     t.add_argument("--explain", action="store_true", help="list every config key with its default and meaning")
+    t.add_argument("--no-report", action="store_true", help="do not write OUT/report.html at the end")
 
     e = sub.add_parser("eval", help="held-out accuracy of a model (sampled, greedy, voting)")
     e.add_argument("--model", default="testbed", help="'testbed' or a local from_pretrained directory")
-    e.add_argument("--data", default="testbed", help="'testbed' or a local .jsonl/.parquet file")
+    e.add_argument("--data", default="testbed", help="'testbed' or a local .jsonl/.json/.parquet file or directory")
     e.add_argument("--size", type=int, default=None, help="use only the first N prompts")
     e.add_argument("--samples", type=int, default=4, help="samples per prompt")
     e.add_argument("--temperature", type=float, default=1.0)
     e.add_argument("--max-new-tokens", type=int, default=64)
     e.add_argument("--vote", choices=["none", "majority", "quality"], default="none",
-                   help="also report the accuracy of a vote over the samples")
-    e.add_argument("--head", default=None, help="quality-head file for --vote quality (from a run's checkpoint)")
+                   help="also report the accuracy of a vote over the samples (quality: needs --head)")
+    e.add_argument("--head", default=None, help="quality-head file for --vote quality (from a pruning run)")
     e.add_argument("--device", default="auto")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -148,9 +174,11 @@ def parser() -> argparse.ArgumentParser:
 
     lg = sub.add_parser("ledger", help="inspect a run's ledger")
     lgs = lg.add_subparsers(dest="ledger_cmd", required=True)
-    ls = lgs.add_parser("show", help="prompt states, skips, and GRESO's temporal statistics")
-    ls.add_argument("run", help="run directory or ledger.sqlite")
-    ls.add_argument("--json", action="store_true")
+    for name, text in (("show", "prompt states, skips, and GRESO's temporal statistics"),
+                       ("card", "realism card: the run's dynamics beside the published figures")):
+        ls = lgs.add_parser(name, help=text)
+        ls.add_argument("run", help="run directory or ledger.sqlite (any engine: rollsift, TRL, verl)")
+        ls.add_argument("--json", action="store_true")
 
     be = sub.add_parser("bench", add_help=False,
                         help="micro-benchmarks (options after the name go to the benchmark: rollsift bench NAME --help)")
@@ -174,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if rest and args.cmd not in ("bench", *PASS_THROUGH):
         p.error(f"unrecognized arguments: {' '.join(rest)}")
-    from .configlib import ConfigError
+    debug = args.debug or os.environ.get("ROLLSIFT_DEBUG") == "1"
+    from .errors import UserError
 
     try:
         if args.cmd in PASS_THROUGH:
@@ -189,9 +218,14 @@ def main(argv: list[str] | None = None) -> int:
             return _ledger(args)
         if args.cmd == "bench":
             return _bench(args, rest)
-    except ConfigError as e:
-        print(f"rollsift: configuration error: {e}", file=sys.stderr)
-        return 2
+    except UserError as e:
+        if debug:
+            raise
+        print(f"rollsift: {type(e).__name__}: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("rollsift: interrupted (a training run continues with --resume)", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
+from .errors import UserError
 from .records import Prompt
 from .rewards.math import extract_answer
 
@@ -38,7 +39,7 @@ _PROMPT_FIELDS = ("prompt", "problem", "question")
 _SHORT_ANSWER_CHARS = 100  # a solution with no extractable answer is used whole only if this short
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A bad file or row. ``where`` is e.g. "line 7" (JSONL, 1-based) or "row 3 (0-based)"."""
 
     def __init__(self, path: str, where: str | None, fld: str | None, problem: str, fix: str):

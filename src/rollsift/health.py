@@ -12,9 +12,13 @@ from __future__ import annotations
 import sys
 from typing import Any, Mapping
 
+from .errors import UserError
 
-class TrainingDiverged(RuntimeError):
+
+class TrainingDiverged(UserError, RuntimeError):
     """Several consecutive steps had non-finite losses or gradients."""
+
+    exit_code = 3
 
 
 class Health:

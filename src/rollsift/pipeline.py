@@ -22,6 +22,8 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from . import faults
+from .errors import UserError
 from .protocols import Generator, GroupFilter, Ledger, PromptSelector, RefillPolicy, RolloutPruner, SamplingParams
 from .records import Candidate, Completion, Context, Group, Prompt, RewardResult, TrainBatch
 from .selection import SelectionWalk
@@ -43,7 +45,7 @@ def seed_of(piece: str, seed: int) -> int:
     return int(seed) + SEEDS[piece]
 
 
-class RoundCapError(RuntimeError):
+class RoundCapError(UserError, RuntimeError):
     """Dynamic sampling hit its round cap (or ran out of prompts) with at_cap='error'."""
 
 
@@ -285,6 +287,7 @@ class RolloutPipeline:
         started and pruned, tokens generated)."""
         t0 = time.perf_counter()
         self.ledger.record_groups(groups, ctx)
+        faults.point("ledger.groups")
         m, stats = self._m, stats or {}
         m["time/ledger"] += time.perf_counter() - t0
         rollouts = float(stats.get("rows", sum(g.n for g in groups)))

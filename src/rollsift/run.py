@@ -28,9 +28,13 @@ from .rundir import RunDir, RunDirError
 from .runlog import RunLog
 
 # Keys a resumed run may change: they steer the loop, logging and evaluation, not the state it
-# restores (evaluation draws from its own seeds and restores the sampler's state afterwards).
+# restores (evaluation draws from its own seeds and restores the sampler's state afterwards). The
+# step size may change too (lowering learner.lr is how a diverged run is recovered); the run then
+# no longer equals an uninterrupted one, which the resume says.
 RESUME_SAFE = ("steps", "max_minutes", "out", "device", "threads", "checkpoint_every", "log.", "eval.",
                "data.eval", "data.eval_size")
+RESUME_TUNABLE = ("learner.lr", "learner.warmup_steps", "learner.grad_clip", "learner.max_nonfinite_steps",
+                  "learner.undo_nonfinite")
 
 
 def load_data(cfg: RunConfig) -> tuple[list[Prompt], list[Prompt]]:
@@ -62,13 +66,21 @@ def check_resume_config(saved: dict | None, cfg: RunConfig) -> None:
     from .configlib import loads_toml
 
     now = loads_toml(dumps_toml(to_dict(cfg)))
-    changed = sorted(k for k in set(_flat(saved)) | set(_flat(now))
-                     if _flat(saved).get(k) != _flat(now).get(k) and not k.startswith(RESUME_SAFE))
+    before, after = _flat(saved), _flat(now)
+    diff = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    tuned = [k for k in diff if k in RESUME_TUNABLE]
+    changed = [k for k in diff if not k.startswith(RESUME_SAFE) and k not in RESUME_TUNABLE]
+    swapped = [k[: -len("type")] for k in changed if k.endswith(".type")]  # a new strategy: its knobs follow
+    changed = [k for k in changed if k.endswith(".type") or not k.startswith(tuple(swapped))]
+    if tuned and not changed:
+        print("rollsift: resuming with " + ", ".join(f"{k} {before.get(k)!r} -> {after.get(k)!r}" for k in tuned)
+              + "; the run no longer equals an uninterrupted one", file=sys.stderr)
     if changed:
         show = ", ".join(f"{k}: {_flat(saved).get(k)!r} -> {_flat(now).get(k)!r}" for k in changed[:6])
         raise ConfigError(f"--resume with a changed config: {show}. The saved state depends on these keys; resume "
                           f"with the run's own config ({cfg.out}/config.toml), or start a new run. Keys that may "
-                          f"change on resume: steps, max_minutes, checkpoint_every, threads, device, log.*, eval.*")
+                          f"change on resume: steps, max_minutes, checkpoint_every, threads, device, log.*, eval.*, "
+                          f"and (with a notice) {', '.join(RESUME_TUNABLE)}")
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:

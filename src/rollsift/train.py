@@ -25,6 +25,7 @@ import time
 from functools import partial
 from typing import Any
 
+from . import faults
 from .config import RunConfig
 from .learner import batch_advantages
 from .pipeline import train_step
@@ -52,10 +53,13 @@ def train(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> dict
             if run.eval_prompts and ((e.every and step % e.every == 0) or last):
                 metrics.update(_timed(run.evaluate, step, "time/eval"))
             row = log.log(step, metrics)
+            faults.point("metrics")
             run.ledger.record_step(step, row)
+            faults.point("ledger.step")
             health.check(step, row)
             if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or last:
                 run.save(step)
+            faults.point("step")
             if out_of_time:
                 break
     finally:

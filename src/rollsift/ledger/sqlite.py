@@ -69,7 +69,11 @@ for _k, _t in TABLES.items():
 
 
 class SqliteLedger(LedgerBase):
-    """``readonly=True`` opens an existing file without writing to it (``ledger show`` on a live run)."""
+    """``readonly=True`` opens an existing file without writing anything, not even SQLite's -wal and
+    -shm files: a ledger closed cleanly (no -wal file beside it) is opened ``immutable``; a live or
+    killed run's (its -wal holds events not yet in the main file) read-only with SQLite's shared
+    memory, or, where its directory cannot be written (read-only media), ``immutable`` with a
+    warning that events still in the -wal file are not seen."""
 
     def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
         super().__init__()
@@ -78,8 +82,7 @@ class SqliteLedger(LedgerBase):
         if readonly:
             if not self.path.is_file():
                 raise FileNotFoundError(f"no ledger at {str(self.path)!r}")
-            uri = "file:" + urllib.parse.quote(str(self.path.resolve())) + "?mode=ro"
-            self._db = sqlite3.connect(uri, uri=True, isolation_level=None)
+            self._db = _connect_readonly(self.path)
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(str(self.path), isolation_level=None)
@@ -183,6 +186,23 @@ class SqliteLedger(LedgerBase):
 
     def close(self) -> None:
         self._db.close()
+
+
+def _connect_readonly(path: Path) -> sqlite3.Connection:
+    base = "file:" + urllib.parse.quote(str(path.resolve()))
+    wal = path.with_name(path.name + "-wal")
+    if not wal.exists() or wal.stat().st_size == 0:
+        return sqlite3.connect(base + "?immutable=1", uri=True, isolation_level=None)
+    try:
+        db = sqlite3.connect(base + "?mode=ro", uri=True, isolation_level=None)
+        db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        return db
+    except sqlite3.OperationalError:
+        import warnings
+
+        warnings.warn(f"{path}: the directory cannot be written, so events still in {wal.name} are not read "
+                      f"(open the ledger once where it can be written to fold them in)", stacklevel=3)
+        return sqlite3.connect(base + "?immutable=1", uri=True, isolation_level=None)
 
 
 class _transaction:
