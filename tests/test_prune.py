@@ -331,5 +331,7 @@ def test_eval_cli_votes_with_a_saved_head(tmp_path, capsys):
     assert main(args) == 0
     result = json.loads(capsys.readouterr().out)
     assert 0.0 <= result["eval/vote_quality_accuracy"] <= 1.0 and result["prompts"] == 3
-    with pytest.raises(SystemExit, match="--head"):
+    from rollsift.configlib import ConfigError
+
+    with pytest.raises(ConfigError, match="--head"):  # before any model is loaded (it was after generating)
         main(argparse.Namespace(**{**vars(args), "head": None}))

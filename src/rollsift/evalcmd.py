@@ -137,7 +137,7 @@ class _progress:
 
         def tick(label: str):
             if self.bar is None:
-                return None
+                return lambda done, total: None
             task = self.bar.add_task(label, total=None)
             return lambda done, total: self.bar.update(task, completed=done, total=total)
 
