@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 PIP := $(PY) -m pip install --disable-pip-version-check -q
 ARGS ?=
 
-.PHONY: run test test-main test-verl install install-dev clean
+.PHONY: run test test-main test-verl test-dist dist install install-dev clean
 
 $(PY):
 	python3 -m venv $(VENV_FLAGS) $(VENV)
@@ -42,7 +42,7 @@ $(VERL_VENV)/.installed: pyproject.toml
 	$(VERL_PY) -m pip install --disable-pip-version-check -q -e ".[verl]" "pytest>=8" "hypothesis>=6.100"
 	touch $@
 
-test: test-main test-verl
+test: test-main test-verl test-dist
 
 test-main: install-dev
 	$(PY) -m pytest $(ARGS)
@@ -50,5 +50,25 @@ test-main: install-dev
 test-verl: $(VERL_VENV)/.installed
 	OMP_NUM_THREADS=1 $(VERL_PY) -m pytest -p no:cacheprovider tests/test_integration_verl.py $(ARGS)
 
+# The wheel and the sdist, as a release would publish them.
+dist: | $(PY)
+	rm -rf dist build
+	$(PIP) build
+	$(PY) -m build --sdist --wheel --outdir dist .
+
+# The wheel in a fresh venv, as a user would install it: `rollsift --help`, `python -m rollsift`, one
+# training step on the shipped testbed, run outside the checkout.
+DIST_VENV ?= /tmp/rollsift-dist-venv
+test-dist: dist
+	rm -rf $(DIST_VENV) && python3 -m venv $(DIST_VENV)
+	$(DIST_VENV)/bin/python -m pip install --disable-pip-version-check -q "$(TORCH_SPEC)"
+	$(DIST_VENV)/bin/python -m pip install --disable-pip-version-check -q dist/rollsift-*.whl
+	cd /tmp && $(DIST_VENV)/bin/rollsift --help > /dev/null && $(DIST_VENV)/bin/python -m rollsift --version
+	cd /tmp && OMP_NUM_THREADS=1 $(DIST_VENV)/bin/rollsift train --overwrite --no-report --set out=$(DIST_VENV)/run \
+		--set steps=1 --set batch_size=4 --set n=4 --set data.train_size=16 --set data.eval_size=8 \
+		--set eval.samples=1 --set log.progress=false --set device=cpu
+	test -s $(DIST_VENV)/run/metrics.jsonl && test -s $(DIST_VENV)/run/ledger.sqlite
+	@echo "wheel OK: $$(ls dist/*.whl)"
+
 clean:
-	rm -rf $(VENV) $(VERL_VENV) build dist src/*.egg-info .pytest_cache
+	rm -rf $(VENV) $(VERL_VENV) build dist src/*.egg-info .pytest_cache $(DIST_VENV)

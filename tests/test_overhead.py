@@ -41,3 +41,16 @@ def test_overhead_against_a_recorded_step(tmp_path):
     assert abs(s["rollsift_share"] - 0.01) < 1e-12
     assert 0 < s["overhead_share_at_largest_pool"] < 1
     assert json.loads(out.read_text())["goals"]["step_share"]["met"] is not None
+
+
+def test_verdicts_are_also_given_on_a_calibrated_machine():
+    from rollsift.measure.overhead import verdicts
+
+    result = {"pools": [{"pool": 1_000_000, "greso_ask_ms": 18.0, "dots_refresh_s": 3.0}],
+              "ledger": {"groups_per_s": 30_000.0}, "step": {"overhead_share_at_largest_pool": 0.005},
+              "calibration": {"slowdown": 2.5}}  # a busy machine: the calibration ran 2.5x slower than the reference
+    raw, cal = verdicts(result), verdicts(result, calibrated=True)
+    assert [raw[k]["met"] for k in GOALS] == [False, False, False, True]
+    assert cal["greso_ask_ms_at_1M"]["value"] == 18.0 / 2.5 and cal["greso_ask_ms_at_1M"]["met"]
+    assert cal["ledger_groups_per_s"]["value"] == 75_000.0 and cal["ledger_groups_per_s"]["met"]
+    assert cal["step_share"] == raw["step_share"]  # a share is its own calibration

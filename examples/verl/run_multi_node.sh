@@ -5,7 +5,7 @@
 #   nodes 1..N-1:     HEAD=<head ip> bash examples/verl/run_multi_node.sh worker
 #   node 0, then:     NNODES=2 MODEL=... DATA=... bash examples/verl/run_multi_node.sh train [key=value ...]
 #
-# Every node needs the same Python environment (pip install 'rollsift[verl]' and verl's GPU extras):
+# Every node needs the same Python environment (pip install '/path/to/rollsift[verl]' (a checkout or the wheel) and verl's GPU extras):
 # rollsift's verl.plugins entry point must load wherever verl's trainer process lands. Data, model and
 # checkpoint paths must be readable on every node (a shared filesystem). The ledger actor is pinned to
 # the Ray head node here (ledger.placement=head) and writes its SQLite file to LEDGER, a path on the

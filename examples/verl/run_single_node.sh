@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GRPO with rollsift's GRESO selection and ledger inside verl 0.9.1's V1 sync trainer, verl's DAPO
-# filter beside it, on one node. Prerequisites (every node): pip install 'rollsift[verl]' plus verl's
+# filter beside it, on one node. Prerequisites (every node): pip install '/path/to/rollsift[verl]' (a checkout or the wheel) plus verl's
 # GPU extras (e.g. pip install 'verl[vllm]==0.9.1'); data from examples/verl/prepare_data.py.
 #
 #   MODEL=Qwen/Qwen2.5-Math-1.5B DATA=~/data/gsm8k NGPUS=8 bash examples/verl/run_single_node.sh [key=value ...]

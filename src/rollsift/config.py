@@ -183,7 +183,7 @@ class LogConfig:
 @dataclass
 class RunConfig:
     seed: int = doc("Seed of every random generator of the run.", 0)
-    steps: int = doc("Training steps (optimiser updates of the policy batch).", 200)
+    steps: int = doc("Training steps (optimiser updates of the policy batch).", 120)
     max_minutes: Optional[float] = doc("Stop after this much wall time (checked between steps).", None)
     out: str = doc("Run directory: config.toml, metrics.jsonl, ledger.sqlite, checkpoints/.", "runs/default")
     model: str = doc("Policy: 'testbed' (the shipped tiny model) or a local from_pretrained directory.", "testbed")

@@ -124,8 +124,23 @@ def _tensorboard(path: Path):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as e:  # pragma: no cover - depends on the environment
-        raise RuntimeError("log.tensorboard = true needs the tensorboard package: pip install 'rollsift[tensorboard]'") from e
+        raise RuntimeError("log.tensorboard = true needs the tensorboard package: pip install tensorboard") from e
     return SummaryWriter(str(path))
+
+
+def progress_line(row: Mapping[str, float], last_eval: Mapping[str, float]) -> str:
+    """What the progress bar shows; a figure the step does not have is left out, never 'nan'."""
+    parts = []
+    for key, label, fmt in (("step/accuracy", "train acc", "{:.2f}"), ("step/zero_variance_frac", "zero-var", "{:.2f}")):
+        v = row.get(key)
+        if v is not None and math.isfinite(v):
+            parts.append(f"{label} {fmt.format(v)}")
+    if last_eval.get("eval/accuracy") is not None:
+        parts.append(f"held-out {last_eval['eval/accuracy']:.3f}")
+    parts.append(f"rollouts {int(row.get('cost/rollouts_total', 0)):,}")
+    if row.get("cost/rollouts_total"):
+        parts.append(f"effective {row.get('cost/effective_share', 0.0):.2f}")
+    return "  ".join(parts)
 
 
 class _Progress:
@@ -146,13 +161,7 @@ class _Progress:
             self.bar.start()
 
     def update(self, step: int, row: Mapping[str, float], last_eval: Mapping[str, float]) -> None:
-        info = (
-            f"acc(train) {row.get('step/accuracy', float('nan')):.2f}  "
-            f"zero-var {row.get('step/zero_variance_frac', float('nan')):.2f}  "
-            f"eval {last_eval.get('eval/accuracy', float('nan')):.3f}  "
-            f"rollouts {int(row.get('cost/rollouts_total', 0))}  "
-            f"effective {row.get('cost/effective_share', 0.0):.2f}"
-        )
+        info = progress_line(row, last_eval)
         self.bar.update(self.task, completed=step, info=info)
         if not self.live and ("eval/accuracy" in row or step == self.bar.tasks[0].total):
             print(f"step {step}: {info}", file=sys.stderr, flush=True)

@@ -14,7 +14,8 @@ log-probs of the sampled tokens. The loop is plain prefill + decode with a ``Dyn
 
 Wraps public transformers API only: ``DynamicCache(config=...)`` and its
 ``batch_select_indices``, ``output_hidden_states``, and ``logits_to_keep`` when the model's
-forward takes it. Developed and tested against transformers 5.23.
+forward takes it; the cache goes in as ``cache`` where the forward takes it (transformers 5.24 and
+later), else as ``past_key_values``. Tested against transformers 5.24 and 5.10.
 """
 
 from __future__ import annotations
@@ -137,7 +138,11 @@ class HFGenerator:
         self._rng = torch.Generator(device=self.device)
         self._rng.manual_seed(seed)
         # Prefill only needs the last position's logits: skip the [B, L, V] projection if we can.
-        self._keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+        params = inspect.signature(model.forward).parameters
+        self._keep = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+        # transformers >= 5.24 takes the KV cache as `cache` (`past_key_values` is deprecated, removed in
+        # 5.40); earlier releases only know `past_key_values`.
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
         self.last_stats: dict[str, float] = {}
         self._encoded: dict[str, list[int]] = {}
 
@@ -227,8 +232,8 @@ class HFGenerator:
         return ids
 
     def _forward(self, ids, mask, pos, cache, hidden: bool):
-        return self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                          use_cache=True, output_hidden_states=hidden, **self._keep)
+        return self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
+                          output_hidden_states=hidden, **{self._cache_arg: cache}, **self._keep)
 
     def _run_chunk(self, encoded, group_of, sampling, pruner, ctx):
         """Decode one chunk; returns tokens [R, T], logps [R, T], lengths [R], status [R]."""

@@ -73,7 +73,8 @@ def _check_trl_version() -> str:
         raise ImportError(
             f"rollsift.integrations.trl is tested with trl=={' or '.join(SUPPORTED_TRL_VERSIONS)} and wraps "
             f"private GRPOTrainer methods that change between releases; found trl=={found}. Install the pinned "
-            f"version (pip install 'rollsift[trl]'), or set {VERSION_OVERRIDE_ENV}=1 to try this one anyway."
+            f"version (pip install trl==1.16.0, or rollsift's extra: pip install '/path/to/rollsift[trl]'), or set "
+            f"{VERSION_OVERRIDE_ENV}=1 to try this one anyway."
         )
     return found
 

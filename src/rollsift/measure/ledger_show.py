@@ -177,17 +177,22 @@ def render(s: dict[str, Any], title: str = "ledger") -> None:
 
     con = Console()
     rb = s["rolled_back_events"]
+    resumes = (f"resumed {len(s['rollbacks'])} time(s), rolled back to step(s) "
+               f"{', '.join(map(str, s['rollbacks']))}; hidden by the rollbacks: {rb['groups']} groups, "
+               f"{rb['selections']} decisions" if s["rollbacks"] else "never resumed")
     con.print(f"[bold]{title}[/]: {s['steps']['recorded']} steps recorded (last {_fmt(s['steps']['last'])}), "
-              f"{s['attempts']} attempt(s), rollbacks to steps {s['rollbacks'] or '-'}; "
-              f"hidden by rollbacks: {rb['groups']} groups, {rb['selections']} decisions")
+              f"{resumes}")
 
     p = s["prompts"]
-    t = Table(title=f"Prompts by state ({p['scope']}: {p['total']})")
     labels = list(p.get("by_label", {}))
+    t = Table(title=f"Prompts by state ({p['scope']}: {p['total']})",
+              caption=("columns 'label X': prompts whose pool label is X (the testbed labels its difficulty "
+                       "tier; for analysis only)") if labels else None)
     for col in ["state", "prompts", "share"] + [f"label {x}" for x in labels]:
-        t.add_column(col, justify="left" if col == "state" else "right")
+        t.add_column(col, justify="left" if col == "state" else "right", no_wrap=True)
     for k in ("never_rolled_out", "always_solved", "never_solved", "mixed"):
-        t.add_row(k, str(p[k]), _fmt(_share(p[k], p["total"])), *(str(p["by_label"][x][k]) for x in labels))
+        t.add_row(k, str(p[k]), _fmt(_share(p[k], p["total"])),
+                  *(str(p["by_label"][x][k]) for x in labels))
     con.print(t)
 
     sk = s["skips"]
@@ -202,13 +207,15 @@ def render(s: dict[str, Any], title: str = "ledger") -> None:
     con.print(t)
 
     t = Table(title="Groups by purpose")
-    cols = {"groups": "groups", "rollouts": "rollouts", "pruned_rollouts": "pruned", "all_correct": "all ok",
-            "all_wrong": "all wrong", "mixed": "mixed", "zero_variance_frac": "zero-var", "mean_accuracy": "acc"}
-    t.add_column("purpose")
-    for c in cols.values():
-        t.add_column(c, justify="right")
-    for purpose, g in s["groups"].items():
-        t.add_row(purpose, *(_fmt(g[c]) for c in cols))
+    rows = {"groups": "groups", "rollouts": "rollouts", "pruned_rollouts": "pruned rollouts",
+            "all_correct": "all correct", "all_wrong": "all wrong", "mixed": "mixed",
+            "zero_variance_frac": "zero-variance share", "mean_accuracy": "mean accuracy"}
+    purposes = [x for x, g in s["groups"].items() if g["groups"]] or list(s["groups"])
+    t.add_column("")
+    for purpose in purposes:
+        t.add_column(purpose, justify="right", no_wrap=True)
+    for key, name in rows.items():
+        t.add_row(name, *(_fmt(s["groups"][x][key]) for x in purposes))
     con.print(t)
 
     per = s["greso"]["persistence"]

@@ -27,6 +27,50 @@ import numpy as np
 
 GOALS = {"greso_ask_ms_at_1M": 10.0, "dots_refresh_s_at_1M": 2.0, "ledger_groups_per_s": 50_000.0,
          "step_share": 0.01}
+# The calibration workload's median seconds on the reference machine (docs/bench.md: the project's
+# 2-core development box, idle, one thread). A run measures it again and reports how much slower
+# this machine is now; time goals are also judged on the calibrated figures.
+CALIBRATION_REF_S = 0.21
+LOADED = 1.5  # a calibration this many times slower than the reference: the machine is busy
+
+
+def calibrate(repeats: int = 5) -> float:
+    """Median seconds of a fixed mix of what the bench measures: Python loops over objects, numpy
+    vector work and small matrix products (single-threaded)."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    a = rng.random((64, 256)).astype(np.float32)
+    x = torch.randn(64, 128)
+    w = torch.randn(128, 128)
+
+    def work() -> None:
+        d = {}
+        for i in range(250_000):
+            d[f"p{i}"] = i * 3 % 7
+        s = sorted(d.items(), key=lambda kv: kv[1])
+        for _ in range(800):
+            np.argsort(a, axis=1)
+            (a * 1.5 + 2.0).sum(axis=1)
+        for _ in range(1600):
+            torch.tanh(x @ w)
+        del s
+
+    with _one_thread():
+        return _median_time(work, repeats)
+
+
+class _one_thread:
+    def __enter__(self) -> None:
+        import torch
+
+        self.before = torch.get_num_threads()
+        torch.set_num_threads(1)
+
+    def __exit__(self, *exc: Any) -> None:
+        import torch
+
+        torch.set_num_threads(self.before)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -186,18 +230,25 @@ def measure_step(steps: int) -> dict[str, Any]:
     return out
 
 
-def verdicts(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Each goal of issue 6: the measured value, the goal, and whether it is met (None: not measured)."""
+def verdicts(result: dict[str, Any], calibrated: bool = False) -> dict[str, dict[str, Any]]:
+    """Each goal of issue 6: the measured value, the goal, and whether it is met (None: not measured).
+
+    ``calibrated``: the values as they would be on the reference machine (times divided and rates
+    multiplied by this run's calibration slowdown; a share of a step is its own calibration)."""
     at = {p["pool"]: p for p in result["pools"]}
     big = at.get(1_000_000, {})
-    measured = {
-        "greso_ask_ms_at_1M": (big.get("greso_ask_ms"), lambda v, g: v <= g),
-        "dots_refresh_s_at_1M": (big.get("dots_refresh_s"), lambda v, g: v <= g),
-        "ledger_groups_per_s": ((result.get("ledger") or {}).get("groups_per_s"), lambda v, g: v >= g),
-        "step_share": ((result.get("step") or {}).get("overhead_share_at_largest_pool"), lambda v, g: v < g),
+    slow = ((result.get("calibration") or {}).get("slowdown") or 1.0) if calibrated else 1.0
+    measured = {  # value, how it scales with the machine's slowdown, the test
+        "greso_ask_ms_at_1M": (big.get("greso_ask_ms"), 1 / slow, lambda v, g: v <= g),
+        "dots_refresh_s_at_1M": (big.get("dots_refresh_s"), 1 / slow, lambda v, g: v <= g),
+        "ledger_groups_per_s": ((result.get("ledger") or {}).get("groups_per_s"), slow, lambda v, g: v >= g),
+        "step_share": ((result.get("step") or {}).get("overhead_share_at_largest_pool"), 1.0, lambda v, g: v < g),
     }
-    return {k: {"value": v, "goal": GOALS[k], "met": None if v is None else bool(ok(v, GOALS[k]))}
-            for k, (v, ok) in measured.items()}
+    out = {}
+    for k, (v, scale, ok) in measured.items():
+        v = None if v is None else v * scale
+        out[k] = {"value": v, "goal": GOALS[k], "met": None if v is None else bool(ok(v, GOALS[k]))}
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -208,6 +259,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     result: dict[str, Any] = {"batch": args.batch, "n": args.n, "dim": args.dim, "repeats": args.repeats,
                               "torch_threads": torch.get_num_threads(), "cpus": len(os.sched_getaffinity(0)),
                               "pools": [], "ledger": None, "step": None}
+    cal = calibrate()
+    result["calibration"] = {"seconds": cal, "reference_s": CALIBRATION_REF_S, "slowdown": cal / CALIBRATION_REF_S,
+                             "loaded": cal / CALIBRATION_REF_S > LOADED}
+    print(f"calibration: {cal:.3f} s against {CALIBRATION_REF_S:.3f} s on the reference machine "
+          f"({cal / CALIBRATION_REF_S:.2f}x)" + ("; THIS MACHINE IS LOADED: read the calibrated verdicts"
+                                                 if result["calibration"]["loaded"] else ""), flush=True)
     for size in pools:
         r = bench_pool(size, args)
         result["pools"].append(r)
@@ -235,9 +292,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"{s['overhead_ms_at_largest_pool']:.1f} ms = {100 * s['overhead_share_at_largest_pool']:.2f}% "
                   f"of that step")
     result["goals"] = verdicts(result)
+    result["goals_calibrated"] = cal_goals = verdicts(result, calibrated=True)
+    slow = result["calibration"]["slowdown"]
     for k, v in result["goals"].items():
         state = "not measured" if v["met"] is None else "met" if v["met"] else "MISSED"
-        print(f"goal {k}: {v['value'] if v['value'] is None else round(v['value'], 4)} vs {v['goal']}: {state}")
+        line = f"goal {k}: {v['value'] if v['value'] is None else round(v['value'], 4)} vs {v['goal']}: {state}"
+        c = cal_goals[k]
+        if v["met"] is not None and abs(slow - 1) > 0.1 and c["value"] != v["value"]:
+            line += (f"; on the reference machine ({slow:.2f}x faster than here now): {round(c['value'], 4)}, "
+                     f"{'met' if c['met'] else 'MISSED'}")
+        print(line)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=1))

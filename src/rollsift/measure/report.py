@@ -1,7 +1,8 @@
 """``rollsift report RUN... --out DIR``: a static, offline HTML report of training runs.
 
-Figures (matplotlib, Agg, embedded as base64 PNG so the page is one self-contained file):
-accuracy against rollouts, generated tokens and training wall time; the zero-variance share of
+Figures (matplotlib, Agg, embedded as base64 PNGs drawn at twice their displayed size, so the page
+is one self-contained file, sharp on high-DPI screens; legends sit under the plots, never over the
+data): accuracy against rollouts, generated tokens and training wall time; the zero-variance share of
 groups per step; GRESO's p_easy / p_hard and skip rate; the DOTS predictor's Pearson correlation;
 pruning (head AUC, pruned fraction, rollouts and tokens saved); one prompt-by-epoch outcome heat
 map per run from its ledger. A run keeps one colour in every figure. A figure or panel whose
@@ -48,13 +49,31 @@ def labels(runs: Sequence[str | Path]) -> list[str]:
     return [str(r) for r in runs]
 
 
-def _png(fig: Any) -> str:
+DPI = 90  # CSS pixels per inch of a figure on the page
+SCALE = 2  # PNG pixels per CSS pixel: sharp on high-DPI (2x) screens
+
+
+def _image(fig: Any) -> str:
+    """The figure as an <img> of a PNG drawn at SCALE x the displayed size (sharp on high-DPI screens)."""
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=DPI * SCALE, bbox_inches="tight")
     plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
+    data = buf.getvalue()
+    width = int.from_bytes(data[16:20], "big") // SCALE  # the PNG header's width, in CSS pixels
+    return f"width='{width}' src='data:image/png;base64,{base64.b64encode(data).decode()}'"
+
+
+def _legend_below(fig: Any, axes: Sequence[Any]) -> None:
+    """One legend for the whole figure, under the plots (never over the data)."""
+    seen: dict[str, Any] = {}
+    for ax in axes:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(label, h)
+    if seen:
+        fig.legend(list(seen.values()), list(seen), loc="upper center", bbox_to_anchor=(0.5, 0.0),
+                   ncol=min(len(seen), 4), fontsize=8, frameon=False)
 
 
 def _series(rows: Sequence[dict], key: str, x: str = "step") -> tuple[list, list]:
@@ -102,8 +121,9 @@ def accuracy_figure(metrics: dict[str, list[dict]], style: _Style) -> str | None
         ax.set_xlabel(label)
         ax.set_ylabel("held-out accuracy")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    return _png(fig)
+    fig.tight_layout()
+    _legend_below(fig, axes)
+    return _image(fig)
 
 
 def metric_figure(metrics: dict[str, list[dict]], style: _Style, panels: Sequence[tuple[str, Sequence[str]]],
@@ -132,8 +152,9 @@ def metric_figure(metrics: dict[str, list[dict]], style: _Style, panels: Sequenc
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    return _png(fig)
+    fig.tight_layout()
+    _legend_below(fig, axes[0])
+    return _image(fig)
 
 
 def outcome_matrix(run: str | Path, max_prompts: int = 200) -> tuple[list[str], list[int], Any] | None:
@@ -194,7 +215,7 @@ def heatmap_figure(run: str | Path, name: str, max_prompts: int) -> str | None:
     ax.set_title(f"{name}: outcome per prompt and epoch", fontsize=10)
     handles = [Patch(facecolor=c, edgecolor="#777777", label=n) for c, n in zip(_OUTCOME_COLORS, _OUTCOME_NAMES)]
     ax.legend(handles=handles, bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=8)
-    return _png(fig)
+    return _image(fig)
 
 
 def _table(summary: dict[str, Any] | None, runs: Sequence[str | Path], names: Sequence[str]) -> str:
@@ -249,14 +270,15 @@ def render(runs: Sequence[str | Path], out: str | Path, summary: dict[str, Any] 
             ("predictor Pearson r (held-out references)", ["select/dots/pearson"]),
             ("chosen prompts: informative share", ["select/dots/chosen_informative_frac"])], smooth=True)),
         ("Pruning", metric_figure(pruned, style, [
-            ("quality head AUC", ["prune/quality_head/auc"]),
+            ("quality head AUC, unbiased rollouts of the last steps (pooled / within a group)",
+             ["prune/quality_head/auc_window", "prune/quality_head/auc_within_window"]),
             ("pruned fraction of started rollouts", ["prune/quality_head/pruned_frac"]),
             ("pruned rollouts (cumulative)", ["cost/pruned_rollouts_total"]),
             ("tokens saved per step", ["prune/quality_head/tokens_saved"])])),
     ]
     for r, n in zip(runs, names):
         figures.append((f"Outcome heat map: {n}", heatmap_figure(r, n, heatmap_prompts)))
-    parts = [f"<h2>{html.escape(t)}</h2><img alt='{html.escape(t)}' src='data:image/png;base64,{img}'/>"
+    parts = [f"<h2>{html.escape(t)}</h2><img alt='{html.escape(t)}' {img}/>"
              for t, img in figures if img]
     title = f"rollsift report: {summary['preset']}" if summary else "rollsift report"
     intro = ""

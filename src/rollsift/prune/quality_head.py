@@ -118,6 +118,7 @@ class QualityHeadPruner:
         self.streak = self.below = self.steps = 0
         self.replay: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # per step: x [N,H], y [N], early [N]
         self.prior = 0.5  # P(correct) of a row that finished before the checkpoint (no features at the poll)
+        self.auc_rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # per step: unbiased scores, labels, groups
         self._groups: dict[tuple[int, int, int], dict[str, Any]] = {}  # (step, round, group) -> prune record
         self._last: dict[str, float] = {}
 
@@ -179,9 +180,12 @@ class QualityHeadPruner:
         feats = policy_features(self.model, seqs, self.pad_id, self.cfg.feature_batch) if seqs else None
         gid = np.repeat(np.arange(len(groups)), [g.n for g in groups])
         m = self.learn(feats, y, ~ruled, early, gid) if seqs else {}
-        pruned = sum(r["active"] - r["kept"] for r in recs if r)
-        started = sum(r["started"] if r else max(k, g.n) for r, g in zip(recs, groups))
-        m[P + "pruned_frac"] = pruned / started if started else 0.0
+        pruned = sum(r["active"] - r["kept"] for r in recs if r)  # stopped by the head's rule at the checkpoint
+        starts = [r["started"] if r else max(k, g.n) for r, g in zip(recs, groups)]
+        started = sum(starts)
+        # every started rollout that is not in its group: the rule's, and the generator's cap at n survivors
+        m[P + "pruned_frac"] = sum(s - g.n for s, g in zip(starts, groups)) / started if started else 0.0
+        m[P + "rule_pruned_frac"] = pruned / started if started else 0.0
         m[P + "tokens_saved"] = pruned * mean_remaining(groups, c, ~ruled)
         m[P + "survivor_pos_ratio"] = mean_or_nan(y[ruled] if ruled.any() else y)
         m[P + "unpruned_pos_ratio"] = audit_ratio(groups, recs, c) if pruned or ruled.any() else mean_or_nan(y)
@@ -209,6 +213,13 @@ class QualityHeadPruner:
         within = (within_group_auc(scores[fair], labels[fair], np.asarray(group_ids)[fair])
                   if enough and group_ids is not None else math.nan)
         self._move_phase(within if cfg.gate == "within" and group_ids is not None else measured)
+        # the same measures over the unbiased rows of the last replay_steps steps: after warm-up only the
+        # audit groups are unbiased, too few in one step of a small batch to measure
+        gids = np.asarray(group_ids if group_ids is not None else np.zeros(len(labels)), np.int64)
+        self.auc_rows = (self.auc_rows + [(scores[fair], labels[fair], gids[fair] + 1_000_000 * self.steps)]
+                         )[-cfg.replay_steps:]
+        ws, wl, wg = (np.concatenate(t) for t in zip(*self.auc_rows))
+        wide = len(ws) >= cfg.min_auc_samples
         e = torch.as_tensor(np.zeros(len(y), bool) if early is None else np.asarray(early, bool), device=self.device)
         self.replay = (self.replay + [(x, y, e)])[-cfg.replay_steps:]
         xs, ys, es = (torch.cat(t) for t in zip(*self.replay))
@@ -216,6 +227,8 @@ class QualityHeadPruner:
         self.prior = float((ys[es].sum() + 1) / (es.sum() + 2))
         loss = train_head(self.head, self.opt, xs, ys, cfg.train_iters, cfg.batch_size, self.rng)
         return {P + "auc": measured, P + "auc_all": auc(scores, labels), P + "auc_within": within, P + "train_loss": loss,
+                P + "auc_window": auc(ws, wl) if wide else math.nan,
+                P + "auc_within_window": within_group_auc(ws, wl, wg) if wide else math.nan,
                 P + "warming_up": float(self.warming_up), P + "early_prior": self.prior}
 
     def score_completions(self, prompt: Any, completions: Sequence[Any], generator: Any) -> list[float]:
@@ -236,6 +249,7 @@ class QualityHeadPruner:
             "rng": self.rng.get_state(), "seed": self.seed, "warming_up": self.warming_up, "streak": self.streak,
             "below": self.below, "steps": self.steps, "prior": self.prior,
             "replay": [tuple(t.cpu() for t in r) for r in self.replay],
+            "auc_rows": [tuple(a.copy() for a in r) for r in self.auc_rows],
             "groups": dict(self._groups), "last": dict(self._last),
         }
 
@@ -250,6 +264,7 @@ class QualityHeadPruner:
         self.warming_up, self.prior = bool(state["warming_up"]), float(state["prior"])
         self.streak, self.below, self.steps = int(state["streak"]), int(state["below"]), int(state["steps"])
         self.replay = [tuple(t.to(self.device) for t in r) for r in state["replay"]]
+        self.auc_rows = [tuple(np.asarray(a) for a in r) for r in state.get("auc_rows", [])]
         self._groups, self._last = dict(state["groups"]), dict(state["last"])
 
     def metrics(self) -> dict[str, float]:

@@ -59,6 +59,7 @@ class GresoConfig:
 
 class GresoSelector:
     scope = "stream"
+    uses_history = True  # acts on a prompt's earlier groups: nothing to act on in the first epoch
 
     def __init__(self, cfg: GresoConfig | None = None, seed: int = 0) -> None:
         self.cfg = cfg or GresoConfig()

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..configlib import ConfigError, apply_override, load_toml, merge_into, to_dict
+from ..configlib import ConfigError, apply_override, load_class, load_toml, merge_into, to_dict
 
 DEFAULT_POOL = 10_000
 
@@ -160,10 +160,11 @@ def _sim_ledger() -> Any:
 
 
 def simulate(cfg: Any, prompts: list, base_model: Any, lr: float, embeddings: np.ndarray | None = None,
-             every: int = 1, ledger: Any = None) -> dict[str, Any]:
+             every: int = 1, ledger: Any = None, progress: Any = None) -> dict[str, Any]:
     """One simulated run of ``cfg`` (a RunConfig) on a fresh copy of ``base_model``: totals and a
     per-step series. The loop is ``rollsift.train``'s with the simulated generator and learner.
-    ``ledger``: where the events go (default: the derived state only, in memory, see ``_sim_ledger``)."""
+    ``ledger``: where the events go (default: the derived state only, in memory, see ``_sim_ledger``).
+    ``progress(step)`` is called after every step."""
     from ..pipeline import RolloutPipeline, train_step
     from .model import SimGenerator, SimLearner, sim_score
 
@@ -196,6 +197,8 @@ def simulate(cfg: Any, prompts: list, base_model: Any, lr: float, embeddings: np
         tot["zero_variance_groups"] += zero_var
         tot["short_batches"] += int(m.get("cost/short_batch", 0.0))
         success = model.mean_success()
+        if progress is not None:
+            progress(step)
         curve_rollouts.append(tot["rollouts"])
         curve_success.append(success)
         if step % every == 0 or step == cfg.steps:
@@ -254,7 +257,16 @@ def run(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, dict[str
 
         emb = synthetic_embeddings(model, noise=args.embed_noise, seed=seed)
         source["embed_noise"] = args.embed_noise
-    runs = [simulate(c, prompts, model, lr, emb, args.every) for c in configs]
+    runs = []
+    with _Bar(sum(c.steps for c in configs)) as bar:
+        for c in configs:
+            runs.append(simulate(c, prompts, model, lr, emb, args.every, progress=bar.task(c.selector.type, c.steps)))
+    for r, c in zip(runs, configs):
+        if getattr(load_class(c.selector.strategy), "uses_history", False) and r["pool_passes"] < 2:
+            print(f"rollsift simulate: warning: {r['selector']} rolled out {r['pool_passes']:.2f} passes over the "
+                  f"{len(prompts):,}-prompt pool; a history-based selector acts from a prompt's second visit on, "
+                  f"so it had little or no history to act on. Run more steps (--steps), a larger batch (--batch) "
+                  f"or a smaller pool (--pool) to see its effect.", file=sys.stderr)
     curves = [r.pop("_curve") for r in runs]
     target = args.target if args.target is not None else (
         0.99 * runs[0]["final_mean_success"] if len(runs) > 1 else None)
@@ -266,6 +278,30 @@ def run(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, dict[str
             r["speedup_to_target"] = base / r["rollouts_to_target"] if base and r["rollouts_to_target"] else None
     return args, {"pool": {"size": len(prompts), "initial_mean_success": model.mean_success(), **source},
                   "target": target, "reference": runs[0]["selector"], "runs": runs}
+
+
+class _Bar:
+    """A progress bar on stderr over the simulated steps of every selector (gone once done)."""
+
+    def __init__(self, total: int) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.total = total
+        self.bar = Progress(TextColumn("simulate {task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+
+    def __enter__(self) -> "_Bar":
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.bar.stop()
+
+    def task(self, name: str, steps: int) -> Any:
+        tid = self.bar.add_task(name, total=steps)
+        every = max(1, steps // 200)
+        return lambda step: (step % every == 0 or step == steps) and self.bar.update(tid, completed=step)
 
 
 def _table(args: argparse.Namespace, out: dict[str, Any]) -> None:

@@ -37,12 +37,13 @@ def check_verl_version() -> str:
     try:
         found = version("verl")
     except PackageNotFoundError:
-        raise ImportError("rollsift.integrations.verl needs verl: pip install 'rollsift[verl]'") from None
+        raise ImportError("rollsift.integrations.verl needs verl 0.9.1: pip install '/path/to/rollsift[verl]' (a "
+                          "checkout or the wheel; docs/integrations/verl.md)") from None
     if found not in SUPPORTED_VERL_VERSIONS and os.environ.get(VERSION_OVERRIDE_ENV) != "1":
         raise ImportError(
             f"rollsift.integrations.verl is tested with verl=={' or '.join(SUPPORTED_VERL_VERSIONS)} and subclasses "
             f"private methods of its V1 trainer and ReplayBuffer that change between releases; found verl=={found}. "
-            f"Install the pinned version (pip install 'rollsift[verl]'), or set {VERSION_OVERRIDE_ENV}=1 to try "
+            f"Install the pinned version (pip install '/path/to/rollsift[verl]'), or set {VERSION_OVERRIDE_ENV}=1 to try "
             "this one anyway."
         )
     return found

@@ -7,7 +7,7 @@ process imports verl: the driver, the ``TaskRunnerV1`` actor that looks trainers
     [project.entry-points."verl.plugins"]
     rollsift = "rollsift.integrations.verl.plugin"
 
-so installing rollsift on every node (``pip install 'rollsift[verl]'``) is the whole setup. Loading
+so installing rollsift with its verl extra on every node (``pip install '/path/to/rollsift[verl]'``) is the whole setup. Loading
 imports ``verl.trainer.ppo.v1`` (about 4 s once per process that imports verl). Set
 ``ROLLSIFT_VERL_PLUGIN=0`` to skip it in a process, or use verl's own ``VERL_USE_EXTERNAL_PLUGINS``
 (``none``, or a list of plugin names). verl logs a failing plugin at debug level only, so a failure
