@@ -39,7 +39,7 @@ def _pair(tmp_path: Path, ref_curve, other_curve, seed: int = 0):
 def test_targets_costs_to_target_and_ratios(tmp_path):
     preset, runs = _pair(tmp_path, [(0, 0.40, 0, 0.1), (10, 0.50, 1000, 100), (20, 0.60, 2000, 200)],
                          [(0, 0.40, 0, 0.1), (10, 0.595, 500, 50), (20, 0.61, 1000, 100)])
-    s = cmp.summarize(preset, runs, "rollsift compare --preset p")
+    s = cmp.summarize(preset, runs, "rollsift compare --preset p", crossing="first")
     assert s["reference_best"]["0"] == 0.60 and s["targets"]["0"] == pytest.approx(0.99 * 0.60)
     by = {r["name"]: r for r in s["runs"]}
     assert by["ref"]["seeds"][0]["to_target"] == {"step": 20, "rollouts": 2000, "gen_tokens": 20000, "train_wall_s": 200}
@@ -53,12 +53,13 @@ def test_targets_costs_to_target_and_ratios(tmp_path):
 
 def test_a_run_that_never_reaches_the_target_reports_null(tmp_path):
     preset, runs = _pair(tmp_path, [(0, 0.4, 0, 0), (10, 0.6, 1000, 100)], [(0, 0.4, 0, 0), (10, 0.5, 1000, 100)])
-    s = cmp.summarize(preset, runs, "x")
+    s = cmp.summarize(preset, runs, "x", crossing="first")
     slow = s["runs"][1]
     assert slow["seeds"][0]["to_target"] == {"step": None, "rollouts": None, "gen_tokens": None, "train_wall_s": None}
     assert slow["seeds"][0]["vs_reference"] == {"rollouts": None, "gen_tokens": None, "train_wall_s": None}
     assert slow["reached_target"] == 0 and slow["mean"]["to_target_rollouts"] == {
-        "mean": None, "std": None, "min": None, "max": None, "n": 0}
+        "mean": None, "lo": None, "hi": None, "std": None, "min": None, "max": None, "n": 0}
+    assert slow["ratios"]["rollouts"]["verdict"] == "worse" and slow["ratios"]["rollouts"]["seeds_not_reached"] == 1
     cmp.validate(s)
 
 
@@ -81,7 +82,7 @@ def test_several_seeds_have_their_own_targets_and_a_spread(tmp_path):
         for seed in (0, 1):
             _write_run(tmp_path / f"{spec.name}-s{seed}", curves[spec.name, seed])
             runs.append((spec, seed, _Cfg(tmp_path / f"{spec.name}-s{seed}")))
-    s = cmp.summarize(preset, runs, "x")
+    s = cmp.summarize(preset, runs, "x", target_mode="per-seed", crossing="first")
     assert s["seeds"] == [0, 1]
     assert s["targets"] == pytest.approx({"0": 0.594, "1": 0.495})
     other = s["runs"][1]
@@ -181,9 +182,9 @@ def test_smoke_preset_end_to_end_then_reuse(tmp_path, capsys):
     assert by["pods"]["rollouts"] == 8 * 4 * 8                  # n = 8 generated per prompt, m = 4 trained
     assert by["dynamic"]["to_target"]["step"] is not None        # the reference reaches its own target
     page = (out / "report.html").read_text()
-    # accuracy, zero-variance, GRESO, DOTS, pruning, and one heat map per run
-    assert page.count("data:image/png;base64,") == 5 + len(PRESETS["smoke"].runs)
-    for title in ("GRESO", "DOTS", "Pruning", "Outcome heat map: prune-s0"):
+    # accuracy, zero-variance, GRESO, posterior, DOTS, pruning, and one heat map per run
+    assert page.count("data:image/png;base64,") == 6 + len(PRESETS["smoke"].runs)
+    for title in ("GRESO", "Posterior selector", "DOTS", "Pruning", "Outcome heat map: prune-s0", "Realism card"):
         assert f"<h2>{title}</h2>" in page
     assert "dynamic (ref)" in page
     print(f"\nsmoke compare: {first:.1f}s")
@@ -229,3 +230,54 @@ def test_report_of_runs_without_ledger_or_strategy_metrics(tmp_path):
     assert "Held-out accuracy against cost" in page and not any(t in page for t in ("GRESO", "DOTS", "Pruning", "heat map"))
     assert labels(["a/runs/x", "b/runs/x", "b/runs/y"]) == ["a/runs/x", "b/runs/x", "b/runs/y"]
     assert labels(["a/runs/x", "a/runs/y"]) == ["x", "y"]
+
+
+def test_a_shared_target_interpolated_crossings_and_verdicts(tmp_path):
+    """One target for all seeds (0.99 x the reference's mean best); costs read where the line between
+    two evaluations crosses it; "better" only where the interval of the paired ratio excludes 1."""
+    preset = Preset("p", "d", "ref", (RunSpec("ref", ("grpo",)), RunSpec("fast", ("grpo",)),
+                                      RunSpec("same", ("grpo",))))
+    runs = []
+    for seed, (best, jitter) in enumerate([(0.60, 1.00), (0.62, 1.05), (0.58, 0.95)]):
+        curves = {"ref": [(0, 0.40, 0, 0), (10, 0.50, 1000, 100), (20, best, 2000, 200)],
+                  "fast": [(0, 0.40, 0, 0), (10, 0.62, 1000 / 2 * jitter, 50), (20, 0.63, 2000 / 2, 100)],
+                  "same": [(0, 0.40, 0, 0), (10, 0.50, 1000 * jitter, 100), (20, best, 2000 * jitter, 200)]}
+        for spec in preset.runs:
+            d = tmp_path / f"{spec.name}-s{seed}"
+            _write_run(d, curves[spec.name])
+            runs.append((spec, seed, _Cfg(d)))
+    s = cmp.summarize(preset, runs, "x")
+    assert s["target_mode"] == "shared" and s["target"] == pytest.approx(0.99 * 0.60)
+    assert set(s["targets"].values()) == {s["target"]}
+    by = {r["name"]: r for r in s["runs"]}
+    ref0 = by["ref"]["seeds"][0]["to_target"]  # 0.5 at 1000 -> 0.6 at 2000: crosses 0.594 at 1940
+    assert ref0["rollouts"] == pytest.approx(1940) and ref0["step"] == 20
+    assert by["ref"]["seeds"][2]["to_target"]["step"] is None  # best 0.58 < 0.594: never, and said so
+    assert by["fast"]["ratios"]["rollouts"]["verdict"] == "better"
+    assert by["fast"]["ratios"]["rollouts"]["lo"] > 1.0 and by["fast"]["ratios"]["rollouts"]["n"] == 2
+    assert by["same"]["ratios"]["rollouts"]["verdict"] == "no difference shown"
+    assert by["ref"]["mean"]["eval_best"]["lo"] < 0.60 < by["ref"]["mean"]["eval_best"]["hi"]
+    head, rows = __import__("rollsift.measure.tables", fromlist=["x"]).headline_rows(s)
+    fast = dict(zip(head, rows[1]))
+    assert "better" in fast["rollouts x"] and fast["reached"] == "3/3"
+    cmp.validate(s)
+
+
+@pytest.mark.slow
+def test_jobs_2_gives_the_same_summary_as_jobs_1(tmp_path):
+    def figures(summary):
+        keep = ("eval_initial", "eval_best", "eval_final", "rollouts", "gen_tokens", "informative_rollouts", "steps")
+        return [(r["name"], s["seed"], *(s[k] for k in keep), s["to_target"]["rollouts"], s["curve"] and
+                 [(c["step"], c["accuracy"], c["rollouts"]) for c in s["curve"]])
+                for r in summary["runs"] for s in r["seeds"]]
+
+    out = {}
+    for jobs in (1, 2):
+        d = tmp_path / f"j{jobs}"
+        t0 = time.perf_counter()
+        assert cmp.main(["--preset", "smoke", "--out", str(d), "--only", "greso", "--seeds", "2", "--jobs", str(jobs),
+                         "--no-report"]) == 0
+        out[jobs] = (json.loads((d / "summary.json").read_text()), time.perf_counter() - t0)
+        assert len(list((d / "runs").glob("*.log"))) == 4  # each run's own output
+    assert figures(out[1][0]) == figures(out[2][0])
+    print(f"\n--jobs 1: {out[1][1]:.0f}s, --jobs 2: {out[2][1]:.0f}s")

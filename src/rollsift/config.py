@@ -20,6 +20,7 @@ SELECTORS = {
     "uniform": "rollsift.select.uniform:UniformConfig",
     "greso": "rollsift.select.greso:GresoConfig",
     "dots": "rollsift.select.dots:DotsConfig",
+    "posterior": "rollsift.select.posterior:PosteriorConfig",
 }
 FILTERS = {
     "dynamic": "rollsift.filters.dynamic:DynamicSamplingConfig",
@@ -199,7 +200,7 @@ class RunConfig:
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     log: LogConfig = field(default_factory=LogConfig)
     selector: Any = doc(
-        "Pre-rollout prompt selector: a table with type = 'uniform' | 'greso' | 'dots' and its knobs.",
+        "Pre-rollout prompt selector: a table with type = 'uniform' | 'greso' | 'posterior' | 'dots' and its knobs.",
         default_factory=lambda: {"type": "greso"},
     )
     filters: list[Any] = doc(

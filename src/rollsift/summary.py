@@ -11,11 +11,11 @@ from .rundir import RunDir
 SPLIT = ("time/select", "time/generate", "time/score", "time/ledger", "time/filter", "time/train", "time/eval")
 
 
-def summarize_run(out: str | Path, target: float | None = None) -> dict[str, Any]:
+def summarize_run(out: str | Path, target: float | None = None, interpolate: bool = False) -> dict[str, Any]:
     """Initial/best/final held-out accuracy, costs and the time split of the run in ``out``.
 
     With ``target`` (an accuracy), also the rollouts, generated tokens and training wall time
-    spent when held-out accuracy first reached it (None when it never did).
+    spent when held-out accuracy first reached it (None when it never did; ``cost_to_reach``).
     """
     rows = RunDir(out).read_metrics()
     if not rows:
@@ -44,16 +44,27 @@ def summarize_run(out: str | Path, target: float | None = None) -> dict[str, Any
         ],
     }
     if target is not None:
-        out_["to_target"] = cost_to_reach(out_["curve"], target)
+        out_["to_target"] = cost_to_reach(out_["curve"], target, interpolate)
     return out_
 
 
-def cost_to_reach(curve: Sequence[dict], target: float) -> dict[str, float | None]:
-    """Cost at the first evaluation whose accuracy is >= target (all None if never)."""
+def cost_to_reach(curve: Sequence[dict], target: float, interpolate: bool = False) -> dict[str, float | None]:
+    """Cost at the first evaluation whose accuracy is >= target (all None if never).
+
+    ``interpolate``: the costs are read on the straight line between that evaluation and the one
+    before it, where the line crosses the target (``step`` stays the evaluation's): evaluations every
+    20 steps would otherwise quantise a cost to target by up to 20 steps' worth of rollouts.
+    """
+    keys = ("rollouts", "gen_tokens", "train_wall_s")
+    prev = None
     for point in curve:
         if point["accuracy"] >= target - 1e-12:
-            return {"step": point["step"], "rollouts": point["rollouts"], "gen_tokens": point["gen_tokens"],
-                    "train_wall_s": point["train_wall_s"]}
+            out = {"step": point["step"], **{k: point[k] for k in keys}}
+            if interpolate and prev is not None and point["accuracy"] > prev["accuracy"]:
+                f = (target - prev["accuracy"]) / (point["accuracy"] - prev["accuracy"])
+                out.update({k: prev[k] + f * (point[k] - prev[k]) for k in keys})
+            return out
+        prev = point
     return {"step": None, "rollouts": None, "gen_tokens": None, "train_wall_s": None}
 
 

@@ -40,6 +40,7 @@ BAD_KNOBS: dict[str, dict[str, Any]] = {
     "uniform": {},
     "greso": {"p_easy": 2.0, "min_p": -0.1, "floor": 1.5},
     "dots": {"tau": 0.0, "mu": 0, "ref_size": 2},
+    "posterior": {"max_lost": 1.5, "half_life": 0.0, "floor": -0.1, "prior": "flat"},
     "dynamic": {"max_rounds": 0, "overshoot": 0.5},
     "pods": {"m": 1, "rule": "best"},
     "quality_head": {"over_sample": 0.5, "checkpoint": 0},

@@ -1,4 +1,5 @@
-"""``rollsift compare --preset NAME --out DIR``: run a preset's configurations, summarise, report.
+"""``rollsift compare --preset NAME --out DIR [--seeds K --jobs J]``: run a preset's configurations
+over seeds, in parallel, and say which differences the seeds support.
 
 Each run of the preset (``rollsift.measure.presets``) and seed is an ordinary training run in
 ``RUNS/<name>-s<seed>/`` (RUNS = ``--runs``, default ``DIR/runs``); its config is exactly
@@ -7,13 +8,21 @@ Each run of the preset (``rollsift.measure.presets``) and seed is an ordinary tr
                                   "out=RUNS/<name>-s<seed>", "seed=<seed>"])
 
 so the same command again (or another preset pointed at the same RUNS) reuses finished runs, resumes
-unfinished ones from their last checkpoint, and trains the rest. The target of seed k is 0.99 x the
-best held-out accuracy of the preset's reference run with seed k (per-seed targets: a seed's runs
-share its data order and initial policy, so they are measured against the same bar); every run
-reports the rollouts, generated tokens and training wall time it had spent when it first reached
-its seed's target, and the reference's cost divided by that (how many times cheaper).
-``DIR/summary.json`` follows ``summary.schema.json`` (docs/measure.md); ``DIR/report.html`` is
-rendered by ``rollsift.measure.report``.
+unfinished ones from their last checkpoint, and trains the rest. Each run is its own process
+(``rollsift train``), pinned to one core with one thread; ``--jobs J`` runs J of them at once, on J
+different cores (2 here: half the wall time of one at a time). A run's results do not depend on
+how many run beside it (``--jobs 2`` gives the same summary as ``--jobs 1``, times aside).
+
+The target is shared: 0.99 x the reference run's best held-out accuracy, averaged over seeds
+(``--target per-seed``: each seed's own reference best). Every run reports, per seed, the rollouts,
+generated tokens and training wall time it had spent when its held-out accuracy first reached the
+target, read between evaluations by linear interpolation (``--crossing first``: at the first
+evaluation at or above it); a seed that never reached it is reported as such. Every figure gets
+its mean and 95% t-interval over seeds; every cost ratio against the reference (reference cost /
+run cost, paired by seed) its geometric mean and 95% interval, and the verdict "better" or
+"worse" only where that interval excludes 1 (``rollsift.measure.stats``). ``DIR/summary.json``
+follows ``summary.schema.json`` (docs/measure.md); ``DIR/report.html`` is rendered by
+``rollsift.measure.report``.
 """
 
 from __future__ import annotations
@@ -21,9 +30,9 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import math
+import os
 import shlex
-import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -31,7 +40,9 @@ from pathlib import Path
 from typing import Any
 
 from ..configlib import ConfigError
+from ..errors import UserError
 from .presets import PRESETS, Preset, RunSpec
+from .stats import mean_interval, ratio_interval
 
 TARGET_FRACTION = 0.99
 SCHEMA = Path(__file__).with_name("summary.schema.json")
@@ -52,6 +63,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", default=None, metavar="RUNS_DIR",
                    help="where the runs live (default: DIR/runs); point several presets at one set of runs")
     p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default: the preset's)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs at once, each pinned to its own core with one thread (default 1; 2 on this machine)")
+    p.add_argument("--target", choices=("shared", "per-seed"), default="shared",
+                   help="one target for all seeds (0.99 x the reference's mean best; default) or one per seed")
+    p.add_argument("--crossing", choices=("interpolate", "first"), default="interpolate",
+                   help="cost to target read between evaluations (default) or at the first one above it")
     p.add_argument("--only", default=None, metavar="A,B",
                    help="run only these runs of the preset (the reference is always kept)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key in every run")
@@ -139,24 +156,84 @@ def plan(preset: Preset, runs_dir: str, seeds: int, only: Sequence[str] | None,
     return [(spec, seed, resolve_run(preset, spec, runs_dir, seed, sets)) for spec in specs for seed in range(seeds)]
 
 
-def execute(runs: Sequence[tuple[RunSpec, int, Any]], dry_run: bool = False) -> dict[str, str]:
-    """Train, resume or reuse each run, one status line each; returns run dir -> 'trained' | 'resumed' | 'reused'."""
-    from ..train import train
+class CompareError(UserError):
+    """Some runs of a comparison failed; their logs are named."""
 
-    done = {}
+    exit_code = 1
+
+
+def execute(runs: Sequence[tuple[RunSpec, int, Any]], dry_run: bool = False, jobs: int = 1) -> dict[str, str]:
+    """Train, resume or reuse each run, one status line each; returns run dir -> 'trained' | 'resumed' | 'reused'.
+
+    Runs that need training go to ``jobs`` worker slots, each a ``rollsift train`` process pinned to its
+    own core with one thread (``RUNS/<name>-s<seed>.log`` holds its output)."""
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {jobs}")
+    done, todo = {}, []
     for spec, seed, cfg in runs:
         status, why = check_run(cfg)
         action = {"finished": "reused", "resume": "resumed", "train": "trained"}[status]
         verb = {"finished": "reused", "resume": "resume", "train": "train"}[status]
         print(f"[compare] {spec.name} seed {seed}: {verb} ({cfg.out}; {why})", flush=True)
-        if not dry_run and status != "finished":
-            t0 = time.perf_counter()
-            s = train(cfg, resume=status == "resume", overwrite=status == "train")
-            best = "-" if s["eval_best"] is None else f"{s['eval_best']:.3f}"
-            print(f"[compare] {spec.name} seed {seed}: {action} in {time.perf_counter() - t0:.0f}s, "
-                  f"{s['steps']} steps, best held-out accuracy {best}", flush=True)
         done[cfg.out] = action
+        if status != "finished":
+            todo.append((spec, seed, cfg, status))
+    if dry_run or not todo:
+        return done
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    if jobs > len(cores):
+        print(f"[compare] warning: --jobs {jobs} on {len(cores)} cores: runs will share cores and time each other",
+              flush=True)
+    slots: list[Any] = [None] * jobs
+    failed = []
+    queue = list(todo)
+    while queue or any(slots):
+        for i in range(jobs):
+            if slots[i] is None and queue:
+                spec, seed, cfg, status = queue.pop(0)
+                core = cores[i % len(cores)]
+                slots[i] = (_start(cfg, status, core), (spec, seed, cfg), time.perf_counter(), core)
+            item = slots[i]
+            if item is None or item[0].poll() is None:
+                continue
+            proc, (spec, seed, cfg), t0, core = item
+            slots[i] = None
+            if proc.returncode != 0:
+                failed.append(f"{spec.name} seed {seed} ({_log(cfg)})")
+                print(f"[compare] {spec.name} seed {seed}: FAILED (exit {proc.returncode}); see {_log(cfg)}", flush=True)
+                continue
+            from ..summary import summarize_run
+
+            s = summarize_run(cfg.out)
+            best = "-" if s["eval_best"] is None else f"{s['eval_best']:.3f}"
+            print(f"[compare] {spec.name} seed {seed}: {done[cfg.out]} in {time.perf_counter() - t0:.0f}s on core "
+                  f"{core}, {s['steps']} steps, best held-out accuracy {best}", flush=True)
+        time.sleep(0.2)
+    if failed:
+        raise CompareError(f"{len(failed)} run(s) failed: {'; '.join(failed)}. Fix the cause and run the same "
+                           f"command again: finished runs are reused and unfinished ones resumed")
     return done
+
+
+def _log(cfg: Any) -> str:
+    return f"{str(cfg.out).rstrip('/')}.log"
+
+
+def _start(cfg: Any, status: str, core: int) -> subprocess.Popen:
+    """``rollsift train`` on the run's resolved config, in its own process, on one core with one thread."""
+    from ..configlib import dumps_toml, to_dict
+
+    out = Path(cfg.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    spec = out.parent / f".{out.name}.toml"  # the resolved config, read back by build_config as it is
+    spec.write_text(dumps_toml(to_dict(cfg)))
+    cmd = [sys.executable, "-m", "rollsift", "train", "--config", str(spec), "--no-report",
+           "--resume" if status == "resume" else "--overwrite"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    pin = (lambda: os.sched_setaffinity(0, {core})) if hasattr(os, "sched_setaffinity") else None
+    with open(_log(cfg), "a") as log:
+        return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                preexec_fn=pin)
 
 
 def ratios(ref: dict[str, Any], run: dict[str, Any]) -> dict[str, float | None]:
@@ -170,29 +247,28 @@ def ratios(ref: dict[str, Any], run: dict[str, Any]) -> dict[str, float | None]:
     return {k: (ref[k] / run[k] if ref.get(k) and run.get(k) else None) for k in _COSTS}
 
 
-def _stats(values: Sequence[float | None]) -> dict[str, Any]:
-    """mean, sample std (0 for one value), min, max over the values present; n counts them."""
-    vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    if not vals:
-        return {"mean": None, "std": None, "min": None, "max": None, "n": 0}
-    return {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
-            "min": min(vals), "max": max(vals), "n": len(vals)}
-
-
 def summarize(preset: Preset, runs: Sequence[tuple[RunSpec, int, Any]], command: str,
-              actions: dict[str, str] | None = None) -> dict[str, Any]:
+              actions: dict[str, str] | None = None, target_mode: str = "shared",
+              crossing: str = "interpolate") -> dict[str, Any]:
     """summary.json as a dict (see summary.schema.json and docs/measure.md)."""
     from ..summary import summarize_run
 
+    if target_mode not in ("shared", "per-seed"):
+        raise ConfigError(f"target mode must be 'shared' or 'per-seed', got {target_mode!r}")
+    if crossing not in ("interpolate", "first"):
+        raise ConfigError(f"crossing must be 'interpolate' or 'first', got {crossing!r}")
+    shared = target_mode == "shared"
     seeds = sorted({seed for _, seed, _ in runs})
     ref_best = {seed: summarize_run(cfg.out)["eval_best"] for spec, seed, cfg in runs if spec.name == preset.reference}
     if not ref_best:
         raise ConfigError(f"the reference run {preset.reference!r} of preset {preset.name!r} is not among the runs")
-    targets = {seed: target(b) for seed, b in ref_best.items()}
+    bests = [b for b in ref_best.values() if b is not None]
+    common = target(sum(bests) / len(bests)) if bests else None
+    targets = {seed: (common if shared else target(ref_best.get(seed))) for seed in seeds}
     per_run: dict[str, dict[str, Any]] = {}
     for spec, seed, cfg in runs:
-        s = summarize_run(cfg.out, targets.get(seed))
-        s["seed"], s["target"] = seed, targets.get(seed)
+        s = summarize_run(cfg.out, targets[seed], interpolate=crossing == "interpolate")
+        s["seed"], s["target"] = seed, targets[seed]
         s["action"] = (actions or {}).get(cfg.out)
         s.setdefault("to_target", {"step": None, "rollouts": None, "gen_tokens": None, "train_wall_s": None})
         per_run.setdefault(spec.name, {"name": spec.name, "configs": list(spec.configs),
@@ -202,23 +278,43 @@ def summarize(preset: Preset, runs: Sequence[tuple[RunSpec, int, Any]], command:
         for s in entry["seeds"]:
             s["vs_reference"] = ratios(ref_seeds.get(s["seed"], {}).get("to_target", {}), s["to_target"])
         seeds_ = entry["seeds"]
-        entry["mean"] = {k: _stats([s[k] for s in seeds_]) for k in _STATS}
-        entry["mean"].update({f"to_target_{k}": _stats([s["to_target"][k] for s in seeds_]) for k in _COSTS})
-        entry["mean"].update({f"vs_reference_{k}": _stats([s["vs_reference"][k] for s in seeds_]) for k in _COSTS})
+        entry["mean"] = {k: mean_interval([s[k] for s in seeds_]) for k in _STATS}
+        entry["mean"].update({f"to_target_{k}": mean_interval([s["to_target"][k] for s in seeds_]) for k in _COSTS})
+        entry["mean"].update({f"vs_reference_{k}": mean_interval([s["vs_reference"][k] for s in seeds_])
+                              for k in _COSTS})
         entry["reached_target"] = sum(s["to_target"]["step"] is not None for s in seeds_)
+        entry["ratios"] = {k: _ratio(ref_seeds, seeds_, k) for k in _COSTS}
     return {
-        "schema": "rollsift.compare/1",
+        "schema": "rollsift.compare/2",
         "preset": preset.name,
         "description": preset.description,
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "command": command,
         "reference": preset.reference,
         "target_fraction": TARGET_FRACTION,
+        "target_mode": target_mode,
+        "crossing": crossing,
+        "target": common if shared else None,
         "reference_best": {str(k): v for k, v in sorted(ref_best.items())},
         "targets": {str(k): v for k, v in sorted(targets.items())},
         "seeds": seeds,
         "runs": list(per_run.values()),
     }
+
+
+def _ratio(ref_seeds: dict[int, dict], seeds: Sequence[dict], cost: str) -> dict[str, Any]:
+    """The reference's cost to target over the run's, paired by seed, with its interval and verdict. A
+    seed where the reference reached the target and the run did not is counted (``seeds_not_reached``)
+    and forbids "better": the run's true cost there is unknown and higher than it spent."""
+    pairs = [(ref_seeds.get(s["seed"], {}).get("to_target", {}).get(cost), s["to_target"][cost]) for s in seeds]
+    pairs = [(a, b) for a, b in pairs if (a or 0) > 0 or (b or 0) > 0]  # reached at step 0: nothing spent
+    r = ratio_interval([a for a, _ in pairs], [b for _, b in pairs])
+    r["seeds_not_reached"] = sum(a is not None and b is None for a, b in pairs)
+    if r["seeds_not_reached"] and r["verdict"] == "better":
+        r["verdict"] = "no difference shown"
+    if r["n"] == 0 and r["seeds_not_reached"]:
+        r["verdict"] = "worse"  # the reference got there on every measured seed, the run on none
+    return r
 
 
 def target(reference_best: float | None) -> float | None:
@@ -237,17 +333,15 @@ def print_table(summary: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from .tables import headline_rows
+    from .tables import headline_rows, title_line
 
-    targets = ", ".join(f"seed {k}: {'-' if v is None else f'{v:.3f}'}" for k, v in summary["targets"].items())
-    t = Table(title=f"{summary['preset']}: target = {summary['target_fraction']} x best of "
-                    f"'{summary['reference']}' ({targets}); 'x' = times cheaper than the reference")
+    t = Table(title=title_line(summary))
     head, rows = headline_rows(summary)
     for col in head:
         t.add_column(col, justify="left" if col == "run" else "right")
     for r in rows:
         t.add_row(*r)
-    Console(width=220).print(t)
+    Console(width=240).print(t)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -260,11 +354,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
     only = [x for x in args.only.split(",") if x] if args.only else None
     runs = plan(preset, args.runs or f"{args.out.rstrip('/')}/runs", seeds, only, args.set)
-    actions = execute(runs, dry_run=args.dry_run)
+    actions = execute(runs, dry_run=args.dry_run, jobs=args.jobs)
     if args.dry_run:
         return 0
     command = "rollsift compare " + shlex.join(sys.argv[2:] if argv is None else argv)
-    summary = summarize(preset, runs, command, actions)
+    summary = summarize(preset, runs, command, actions, target_mode=args.target, crossing=args.crossing)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

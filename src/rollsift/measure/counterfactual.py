@@ -16,7 +16,7 @@ prompts in another order. With S the run's own selector, knobs and seed the repl
 every recorded decision (the tests check it); any other S is exact for its first decisions and an
 estimate after that. ``projected_cost_ratio`` turns the counts into the figure a dynamic-sampling
 run cares about: rollouts per informative group under S over the recorded rollouts per
-informative group. Only stream selectors (``uniform``, ``greso``) can be replayed: DOTS ranks the
+informative group. Only stream selectors (``uniform``, ``greso``, ``posterior``) can be replayed: DOTS ranks the
 whole pool with a predictor trained on reference rollouts the recorded run does not have.
 """
 
@@ -37,8 +37,13 @@ KEYS = ("decisions", "groups", "rollouts", "gen_tokens", "informative_groups", "
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rollsift replay-ledger", description=__doc__.split("\n\n")[0])
-    p.add_argument("run", help="run directory (holding ledger.sqlite) or the ledger file")
-    p.add_argument("--selector", default="greso", help="stream selector to replay: greso or uniform (default greso)")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories (holding ledger.sqlite) or ledger files")
+    p.add_argument("--selector", default="greso",
+                   help="stream selector to replay: greso, posterior or uniform (default greso)")
+    p.add_argument("--sweep", action="store_true",
+                   help="replay GRESO and the posterior selector over a grid of knobs on every RUN: rollouts saved "
+                        "against informative groups lost (a Pareto table; --out writes it with a plot)")
+    p.add_argument("--out", default=None, metavar="DIR", help="with --sweep: write DIR/pareto.json and DIR/pareto.png")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="selector knob, e.g. selector.p_easy=0.3 (on top of the run's own knobs for its own selector)")
     p.add_argument("--seed", type=int, default=None,
@@ -86,13 +91,16 @@ def replay(ledger: Any, selector: str = "greso", knobs: dict | None = None, seed
 
     sel = make_strategy("selector", {"type": selector, **(knobs or {})}, seed_of("selector", seed))
     if getattr(sel, "scope", "stream") != "stream":
-        raise ConfigError(f"--selector {selector}: only stream selectors (greso, uniform) can be replayed on a "
+        raise ConfigError(f"--selector {selector}: only stream selectors (greso, posterior, uniform) can be replayed on a "
                           f"recorded run; {selector} needs rollouts the run does not have")
     recorded_steps = [s.step for s in ledger.steps()]
     last_step = max(recorded_steps) if recorded_steps else float("inf")  # later events: an unfinished step
     if steps is not None:
         last_step = min(last_step, steps)
     recorded = {(g.step, g.prompt_id): g for g in ledger.groups("train", detail=True) if g.step <= last_step}
+    version: dict[int, int] = {}  # the policy version a step's groups were sampled with (the step's context)
+    for g in recorded.values():
+        version[g.step] = max(version.get(g.step, 0), g.policy_version)
     sizes = [g.n for g in recorded.values()]
     n_mode = max(set(sizes), key=sizes.count) if sizes else 0  # the run's group size
     source, blocks = _blocks(ledger, last_step)
@@ -107,7 +115,8 @@ def replay(ledger: Any, selector: str = "greso", knobs: dict | None = None, seed
     def end_step() -> None:
         if step is not None:  # the pipeline's rule: the latest epoch among the step's groups
             epoch = max([tell_epoch, *(g.epoch for g in step_groups)])
-            sel.tell(step_groups, mem, Context(step=step, epoch=epoch, n=n_mode))
+            sel.tell(step_groups, mem, Context(step=step, epoch=epoch, n=n_mode,
+                                               policy_version=version.get(step, max(step - 1, 0))))
 
     for b_step, b_round, block in blocks:
         if b_step != step:
@@ -115,7 +124,8 @@ def replay(ledger: Any, selector: str = "greso", knobs: dict | None = None, seed
             # the trainer's context epoch is the stream's at the step's start: the last one decided before
             step, tell_epoch, step_groups = b_step, epoch_now, []
         cands = [prompts.setdefault(pid, Prompt(id=pid, text=pid, answer="")) for pid, _, _ in block]
-        ctx = Context(step=b_step, epoch=block[0][1], round=b_round, n=n_mode)
+        ctx = Context(step=b_step, epoch=block[0][1], round=b_round, n=n_mode,
+                      policy_version=version.get(b_step, max(b_step - 1, 0)))
         decided = sel.ask(cands, len(cands), mem, ctx).decisions  # a prefix of the candidates, in order
         kept_groups = []
         for i, (pid, epoch, was_kept) in enumerate(block):
@@ -183,32 +193,135 @@ def _shares(d: dict[str, int], n: int) -> dict[str, float | None]:
     }
 
 
+# The grid of --sweep: GRESO at its paper defaults and with a higher floor / min_p / target, and the
+# posterior selector over its budget of informative groups lost.
+SWEEP = (
+    [("greso", {}), ("greso", {"min_p": 0.2}), ("greso", {"min_p": 0.4}), ("greso", {"floor": 0.05}),
+     ("greso", {"floor": 0.2}), ("greso", {"target_zero_variance": 0.5}),
+     ("greso", {"min_p": 0.2, "floor": 0.05})]
+    + [("posterior", {"max_lost": b}) for b in (0.02, 0.05, 0.1, 0.2, 0.3, 0.5)]
+)
+
+
+def _knobs(rundir: Any, selector: str, sets: dict) -> tuple[dict, int]:
+    run_cfg = rundir.read_config() or {}
+    own = dict(run_cfg.get("selector") or {})
+    knobs = {k: v for k, v in own.items() if k != "type"} if own.get("type", "greso") == selector else {}
+    knobs.update(sets)
+    return knobs, int(run_cfg.get("seed", 0))
+
+
+def sweep(runs: Sequence[str], steps: int | None = None) -> dict[str, Any]:
+    """Every (selector, knobs) of ``SWEEP`` replayed on every run: saved and lost shares per run and
+    their means (each run's own seed; knobs on top of the selector's defaults, not the run's)."""
+    from ..rundir import RunDir
+    from .stats import mean_interval
+
+    points = []
+    for selector, knobs in SWEEP:
+        per_run = []
+        for run in runs:
+            rundir = RunDir(run)
+            seed = int((rundir.read_config() or {}).get("seed", 0))
+            with rundir.open_ledger() as ledger:
+                t = replay(ledger, selector, dict(knobs), seed, steps)["total"]
+            per_run.append({"run": str(rundir.path), "saved_rollout_share": t["saved_rollout_share"],
+                            "lost_informative_share": t["lost_informative_share"],
+                            "projected_cost_ratio": t["projected_cost_ratio"]})
+        point = {"selector": selector, "knobs": knobs, "runs": per_run}
+        for k in ("saved_rollout_share", "lost_informative_share", "projected_cost_ratio"):
+            point[k] = mean_interval([r[k] for r in per_run])
+        points.append(point)
+    return {"runs": [str(RunDir(r).path) for r in runs], "steps": steps, "points": points}
+
+
+def pareto_figure(result: dict[str, Any], path: str | Path) -> Path:
+    """Rollouts saved (x) against informative groups lost (y), one point per knob setting, per selector."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for selector, color, marker in (("greso", "#d95f02", "o"), ("posterior", "#1b9e77", "s")):
+        pts = [p for p in result["points"] if p["selector"] == selector]
+        xs = [p["saved_rollout_share"]["mean"] for p in pts]
+        ys = [p["lost_informative_share"]["mean"] for p in pts]
+        ax.scatter(xs, ys, color=color, marker=marker, label=selector, zorder=3)
+        for p, x, y in zip(pts, xs, ys):
+            label = ",".join(f"{k}={v}" for k, v in p["knobs"].items()) or "defaults"
+            ax.annotate(label, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+            lo, hi = p["lost_informative_share"]["lo"], p["lost_informative_share"]["hi"]
+            if lo is not None:
+                ax.plot([x, x], [lo, hi], color=color, lw=0.8, alpha=0.5)
+    ax.set_xlabel("rollouts saved (share of the recorded run's)")
+    ax.set_ylabel("informative groups lost (share)")
+    ax.set_title(f"counterfactual on {len(result['runs'])} recorded run(s): lower right is better", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=180, bbox_inches="tight")
+    plt.close(fig)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from ..rundir import RunDir
 
-    rundir = RunDir(args.run)
-    if not rundir.has_ledger():
-        raise ConfigError(f"{args.run}: no ledger.sqlite; pass a run directory or its ledger file")
+    for run in args.runs:
+        if not RunDir(run).has_ledger():
+            raise ConfigError(f"{run}: no ledger.sqlite; pass a run directory or its ledger file")
     data: dict = {}
     for item in args.set:
         apply_override(data, item)
     if set(data) - {"selector"}:
         raise ConfigError(f"--set {sorted(set(data) - {'selector'})[0]}...: only selector.KEY knobs apply here")
-    run_cfg = rundir.read_config() or {}
-    own = dict(run_cfg.get("selector") or {})
-    knobs = {k: v for k, v in own.items() if k != "type"} if own.get("type", "greso") == args.selector else {}
-    knobs.update(data.get("selector", {}))
-    seed = args.seed if args.seed is not None else int(run_cfg.get("seed", 0))
-    with rundir.open_ledger() as ledger:
-        out = replay(ledger, args.selector, knobs, seed, args.steps)
-    out["run"] = str(rundir.path)
-    _print(out)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(out, indent=1))
-        print(f"wrote {args.json}")
+    if args.sweep:
+        result = sweep(args.runs, args.steps)
+        _print_sweep(result)
+        if args.out:
+            out = Path(args.out)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "pareto.json").write_text(json.dumps(result, indent=1))
+            print(f"wrote {out / 'pareto.json'} and {pareto_figure(result, out / 'pareto.png')}")
+        return 0
+    for run in args.runs:
+        rundir = RunDir(run)
+        knobs, seed = _knobs(rundir, args.selector, data.get("selector", {}))
+        seed = args.seed if args.seed is not None else seed
+        with rundir.open_ledger() as ledger:
+            out = replay(ledger, args.selector, knobs, seed, args.steps)
+        out["run"] = str(rundir.path)
+        _print(out)
+        if args.json:
+            path = Path(args.json) if len(args.runs) == 1 else Path(args.json).with_name(
+                f"{Path(args.json).stem}-{rundir.path.name}{Path(args.json).suffix}")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(out, indent=1))
+            print(f"wrote {path}")
     return 0
+
+
+def _print_sweep(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"counterfactual sweep over {len(result['runs'])} run(s): mean [95% interval] over runs")
+    for col in ("selector", "knobs", "rollouts saved", "informative lost", "cost per informative group"):
+        t.add_column(col, justify="left" if col in ("selector", "knobs") else "right")
+
+    def f(st: dict, pct: bool = True) -> str:
+        if st["mean"] is None:
+            return "-"
+        fmt = (lambda x: f"{100 * x:.1f}%") if pct else (lambda x: f"{x:.2f}x")
+        return fmt(st["mean"]) + (f" [{fmt(st['lo'])}, {fmt(st['hi'])}]" if st["lo"] is not None else "")
+
+    for p in result["points"]:
+        t.add_row(p["selector"], ",".join(f"{k}={v}" for k, v in p["knobs"].items()) or "defaults",
+                  f(p["saved_rollout_share"]), f(p["lost_informative_share"]), f(p["projected_cost_ratio"], False))
+    Console(width=160).print(t)
 
 
 def _print(out: dict[str, Any]) -> None:

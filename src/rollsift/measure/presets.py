@@ -30,7 +30,8 @@ class Preset:
 
 # The real comparison: every run gets the same training-wall budget (evaluation excluded) on the
 # default testbed data; accuracy-vs-cost curves come from evaluations every 20 steps.
-_TESTBED_COMMON = ("steps=100000", "max_minutes=8", "eval.every=20", "checkpoint_every=50", "log.progress=false")
+_TESTBED_COMMON = ("steps=100000", "max_minutes=8", "eval.every=20", "checkpoint_every=50", "log.progress=false",
+                   "threads=1")
 
 _RUNS = {
     "grpo": RunSpec("grpo", ("grpo",)),
@@ -43,12 +44,18 @@ _RUNS = {
     # (docs/strategies/pruning.md), which would make this run identical to greso
     "prune": RunSpec("prune", ("prune",), ("pruner.gate=pooled",)),
     "best": RunSpec("best", ("best",)),
+    "posterior": RunSpec("posterior", ("posterior",)),
+    "dots_noreplay": RunSpec("dots_noreplay", ("dots_noreplay",)),
+    # the replay ablation: GRESO + dynamic sampling + a quarter of the batch replayed, never older than 1 version
+    "best_s1": RunSpec("best_s1", ("best",), ("replay.max_staleness=1",)),
 }
 
 
 def _pick(*names: str) -> tuple[RunSpec, ...]:
     return tuple(_RUNS[n] for n in names)
 
+
+_LONG_COMMON = ("steps=300", "eval.every=20", "checkpoint_every=50", "log.progress=false", "threads=1")
 
 # Every strategy, tiny: 8 steps of 4 prompts x 4 rollouts from a pool of 16, so GRESO sees each
 # prompt again (and skips), the heat map has several epochs, DOTS refreshes every mu = 2 steps,
@@ -60,6 +67,7 @@ _SMOKE = (
     RunSpec("grpo", ("grpo",)),
     RunSpec("dynamic", ("dynamic",)),
     RunSpec("greso", ("greso",)),
+    RunSpec("posterior", ("posterior",)),
     RunSpec("dots_replay", ("dots",), ("selector.ref_size=8",)),
     RunSpec("pods", ("pods",), ("n=8", "pods.m=4")),
     # no warm-up gate: prune (and train the head) from step 1, so the pruning path runs
@@ -76,17 +84,28 @@ PRESETS: dict[str, Preset] = {
         "testbed",
         "every method on the testbed, 8 minutes of training wall each; reference: dynamic sampling",
         "dynamic",
-        _pick("grpo", "dynamic", "greso", "dots_replay", "pods", "grpo_n4", "prune", "best"),
-        _TESTBED_COMMON,
+        _pick("grpo", "dynamic", "greso", "posterior", "dots_replay", "dots_noreplay", "pods", "grpo_n4", "prune",
+              "best", "best_s1"),
+        _TESTBED_COMMON, seeds=3,
     ),
+    # The horizon where selection is meant to pay: dynamic sampling's rounds per step grow as the pool is
+    # solved (the paper's gains are late-training ones). 300 steps each, no time budget.
+    "long": Preset("long", "dynamic sampling, GRESO and the posterior selector over 300 steps (late training)",
+                   "dynamic", _pick("dynamic", "greso", "posterior"), _LONG_COMMON, seeds=3),
     # Per-issue benchmarks: subsets of the testbed preset with the baseline each issue names
     # (`--runs OUT/runs` of a testbed compare reuses its finished runs instead of training them again).
     "greso": Preset("greso", "GRESO + dynamic sampling against dynamic sampling alone", "dynamic",
-                    _pick("dynamic", "greso"), _TESTBED_COMMON),
-    "dots": Preset("dots", "DOTS + rollout replay against plain GRPO", "grpo",
-                   _pick("grpo", "dots_replay"), _TESTBED_COMMON),
+                    _pick("dynamic", "greso"), _TESTBED_COMMON, seeds=3),
+    "posterior": Preset("posterior", "the posterior selector and GRESO, each + dynamic sampling, against dynamic "
+                                     "sampling alone", "dynamic", _pick("dynamic", "greso", "posterior"),
+                        _TESTBED_COMMON, seeds=3),
+    "ablations": Preset("ablations", "DOTS without replay, and replay at staleness 1, beside their full versions",
+                        "dynamic", _pick("dynamic", "dots_replay", "dots_noreplay", "best", "best_s1"),
+                        _TESTBED_COMMON, seeds=3),
+    "dots": Preset("dots", "DOTS + rollout replay (and without it) against plain GRPO", "grpo",
+                   _pick("grpo", "dots_replay", "dots_noreplay"), _TESTBED_COMMON, seeds=3),
     "pods": Preset("pods", "PODS (n = 16, m = 4) against GRPO with n = 4 (same update size)", "grpo_n4",
-                   _pick("grpo_n4", "pods"), _TESTBED_COMMON),
+                   _pick("grpo_n4", "pods"), _TESTBED_COMMON, seeds=3),
     "prune": Preset("prune", "quality-head pruning against the same run (GRESO + dynamic sampling) without it",
-                    "greso", _pick("greso", "prune"), _TESTBED_COMMON),
+                    "greso", _pick("greso", "prune"), _TESTBED_COMMON, seeds=3),
 }

@@ -5,8 +5,8 @@ is one self-contained file, sharp on high-DPI screens; legends sit under the plo
 data): accuracy against rollouts, generated tokens and training wall time; the zero-variance share of
 groups per step; GRESO's p_easy / p_hard and skip rate; the DOTS predictor's Pearson correlation;
 pruning (head AUC, pruned fraction, rollouts and tokens saved); one prompt-by-epoch outcome heat
-map per run from its ledger. A run keeps one colour in every figure. A figure or panel whose
-metrics no run has is left out.
+map per run from its ledger; the realism card of every run with a ledger (``measure.card``). A run
+keeps one colour in every figure. A figure or panel whose metrics no run has is left out.
 """
 
 from __future__ import annotations
@@ -266,6 +266,10 @@ def render(runs: Sequence[str | Path], out: str | Path, summary: dict[str, Any] 
         ("GRESO", metric_figure(named, style, [
             ("p_easy (solid) / p_hard (dashed)", ["select/greso/p_easy", "select/greso/p_hard"]),
             ("skip rate", ["select/greso/skip_frac"])], smooth=True)),
+        ("Posterior selector", metric_figure(named, style, [
+            ("tau (keep threshold on P(informative))", ["select/posterior/tau"]),
+            ("expected share of informative groups lost", ["select/posterior/expected_lost"]),
+            ("skip rate", ["select/posterior/skip_frac"])], smooth=True)),
         ("DOTS", metric_figure(named, style, [
             ("predictor Pearson r (held-out references)", ["select/dots/pearson"]),
             ("chosen prompts: informative share", ["select/dots/chosen_informative_frac"])], smooth=True)),
@@ -280,6 +284,13 @@ def render(runs: Sequence[str | Path], out: str | Path, summary: dict[str, Any] 
         figures.append((f"Outcome heat map: {n}", heatmap_figure(r, n, heatmap_prompts)))
     parts = [f"<h2>{html.escape(t)}</h2><img alt='{html.escape(t)}' {img}/>"
              for t, img in figures if img]
+    cards = _cards(runs, names)
+    if cards:
+        from .card import html_table
+
+        parts.insert(1, "<h2>Realism card</h2><p>This run's dynamics beside what the papers report for real "
+                        "RLVR runs (<code>rollsift ledger card RUN</code>; docs/testbed.md says what each figure "
+                        f"means for each method).</p>{html_table(cards)}")
     title = f"rollsift report: {summary['preset']}" if summary else "rollsift report"
     intro = ""
     if summary:
@@ -298,6 +309,13 @@ def render(runs: Sequence[str | Path], out: str | Path, summary: dict[str, Any] 
     path = out / "report.html"
     path.write_text(page)
     return path
+
+
+def _cards(runs: Sequence[str | Path], names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    from ..rundir import RunDir
+    from .card import card
+
+    return {n: card(r) for r, n in zip(runs, names) if RunDir(r).has_ledger()}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
