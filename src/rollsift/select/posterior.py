@@ -14,9 +14,12 @@ after each step,
 ``tau`` rises by ``step_size`` (multiplicatively) while the expected share of informative groups
 lost among the step's examined candidates, ``sum q (1 - keep) / sum q``, is under ``max_lost``, and
 falls while it is over; so the lost share stays near its budget instead of GRESO's fixed
-zero-variance target. The expected loss counts each skipped prompt with its calibrated q: how often
-prompts of its q bin turned out informative when they were rolled out (the explored ones give an
-unbiased look below tau), decayed by 0.98 a step, shrunk toward the model's q with 5 pseudo-groups.
+zero-variance target. The lost share is measured, not modelled: the prompts kept at random below
+tau (the ``floor`` draws) are an unbiased sample of the skipped ones, so the skipped count at the
+informative rate of those explored groups (decayed by 0.95 a step, with 2 pseudo-groups at the
+model's mean q), over that plus the informative groups actually rolled out. The Beta model ranks
+the prompts; the exploration keeps the budget honest when the model is miscalibrated (as under a
+drift that makes easy prompts easier, where evidence decaying toward the prior overstates q).
 
 Evidence fades as the policy moves: before each update, and when read, a prompt's counts are
 multiplied by ``lambda ** (versions since they were last updated)``, ``lambda = 0.5 ** (1 /
@@ -34,8 +37,8 @@ group is informative, with a budget on what is lost, and keep the prefix rule of
 so it composes with dynamic sampling, PODS, replay, TRL and verl like GRESO. History comes from the
 ledger: the per-prompt counts are a cache, rebuilt from the ledger's training groups after a
 construction or a ``load_state_dict`` (so a resumed run, a counterfactual replay and every engine
-decide from the same history); the state holds only tau, the prior, the calibration bins, the
-controller's step counts and the RNG. docs/strategies/posterior.md.
+decide from the same history); the state holds only tau, the prior, the explored groups' decayed
+counts, the controller's step counts and the RNG. docs/strategies/posterior.md.
 """
 
 from __future__ import annotations
@@ -109,11 +112,8 @@ def fit_beta(k: np.ndarray, n: np.ndarray, default: tuple[float, float]) -> tupl
     return float(np.clip(mu * s, 0.02, 100.0)), float(np.clip((1 - mu) * s, 0.02, 100.0))
 
 
-# Calibration bins of q: the expected loss is counted with how often prompts of each bin turned out
-# informative when they were rolled out (explored ones included), not with the model's q alone.
-BINS = np.array([0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0 + 1e-9])
-CAL_PRIOR = 5.0  # pseudo-groups pulling a bin toward the model's own q
-CAL_DECAY = 0.98  # per step: the calibration follows the policy's drift (a half-life of ~35 steps)
+EXPLORE_DECAY = 0.95  # per step: the explored groups' informative rate follows the policy (half-life ~14 steps)
+EXPLORE_PRIOR = 2.0  # pseudo-groups at the model's mean q of the prompts below tau
 
 
 class PosteriorSelector:
@@ -126,13 +126,9 @@ class PosteriorSelector:
         self.tau = self.cfg.tau_start
         self.lam = 0.5 ** (1.0 / self.cfg.half_life)
         self.prior = (self.cfg.prior_alpha, self.cfg.prior_beta)
-        self._step = {"examined": 0.0, "skipped": 0.0}
-        self._qs: list[np.ndarray] = []  # this step's examined q [E] and keep probabilities, for the controller
-        self._keeps: list[np.ndarray] = []
-        self.asked: dict[str, float] = {}  # q of this step's kept prompts with a history, for calibration
-        self.cal_n = np.zeros(len(BINS) - 1)  # decayed groups rolled out per bin of q
-        self.cal_hit = np.zeros(len(BINS) - 1)  # of which informative
-        self.cal_q = np.zeros(len(BINS) - 1)  # sum of their predicted q
+        self._step = {"examined": 0.0, "skipped": 0.0, "below": 0.0, "below_q": 0.0}
+        self.explored: list[str] = []  # this step's prompts kept although q < tau (an unbiased sample of the skipped)
+        self.explore_n = self.explore_hits = 0.0  # decayed explored groups, and how many were informative
         self._last: dict[str, float] = {}
         self._reset_cache()
 
@@ -217,7 +213,8 @@ class PosteriorSelector:
             raise ValueError("the posterior selector needs the group size: pass Context(n=...) (the pipeline does)")
         a, b, seen = self.posterior([p.id for p in candidates], ctx.policy_version)
         q = informative_probability(a, b, ctx.n)
-        keep = np.where(seen & (q < self.tau), self.cfg.floor, 1.0)
+        below = seen & (q < self.tau)
+        keep = np.where(below, self.cfg.floor, 1.0)
         u = self.rng.random(len(candidates))
         chosen, decisions = [], []
         st = self._step
@@ -227,54 +224,45 @@ class PosteriorSelector:
                 else "unlikely"
             decisions.append(Decision(p.id, kept, reason, float(keep[i])))
             st["examined"] += 1
+            if below[i]:
+                st["below"] += 1
+                st["below_q"] += float(q[i])
+                if kept:
+                    self.explored.append(p.id)
             if kept:
-                if seen[i]:
-                    self.asked[p.id] = float(q[i])
                 chosen.append(p)
                 if len(chosen) == budget:
                     break
             else:
                 st["skipped"] += 1
-        k = len(decisions)
-        self._qs.append(np.where(seen[:k], q[:k], np.nan))
-        self._keeps.append(keep[:k])
         return Selection(tuple(chosen), tuple(decisions))
 
-    def calibrated(self, q: np.ndarray) -> np.ndarray:
-        """How often prompts of q's bin turned out informative when rolled out (shrunk toward q itself)."""
-        b = np.clip(np.searchsorted(BINS, q, side="right") - 1, 0, len(BINS) - 2)
-        raw_mean = np.where(self.cal_n > 0, self.cal_q / np.maximum(self.cal_n, 1e-12), 0.0)
-        rate = (self.cal_hit[b] + CAL_PRIOR * q) / (self.cal_n[b] + CAL_PRIOR)
-        # within a bin, follow q's own slope: scale by q over the bin's mean predicted q
-        scale = np.where(raw_mean[b] > 0, q / np.maximum(raw_mean[b], 1e-12), 1.0)
-        return np.clip(np.where(self.cal_n[b] > 0, rate * np.clip(scale, 0.5, 2.0), q), 0.0, 1.0)
+    def lost_share(self, informative_kept: float) -> float:
+        """This step's share of informative groups lost, measured: the skipped prompts count at the
+        informative rate of the explored ones (kept at random below tau: an unbiased sample of them)."""
+        st = self._step
+        prior = st["below_q"] / st["below"] if st["below"] else 0.0
+        rate = (self.explore_hits + EXPLORE_PRIOR * prior) / (self.explore_n + EXPLORE_PRIOR)
+        lost = st["skipped"] * rate
+        return lost / (lost + informative_kept) if lost + informative_kept > 0 else 0.0
 
     def tell(self, groups: Sequence[Group], ledger: Any, ctx: Context) -> None:
         """After the update: fold the step's groups into the posteriors, move tau toward the budget."""
-        # calibration: the step's rolled-out prompts with a history, their q at selection and the outcome
-        self.cal_n *= CAL_DECAY
-        self.cal_hit *= CAL_DECAY
-        self.cal_q *= CAL_DECAY
+        explored = set(self.explored)
+        self.explore_n *= EXPLORE_DECAY
+        self.explore_hits *= EXPLORE_DECAY
         for g in groups:
-            q = self.asked.get(g.prompt_id)
-            if q is not None:
-                b = int(np.clip(np.searchsorted(BINS, q, side="right") - 1, 0, len(BINS) - 2))
-                self.cal_n[b] += 1
-                self.cal_hit[b] += not g.is_zero_variance
-                self.cal_q[b] += q
-        self.asked = {}
+            if g.prompt_id in explored:
+                self.explore_n += 1
+                self.explore_hits += not g.is_zero_variance
+        self.explored = []
         if not self.synced:
             self.sync(ledger)  # the ledger already holds this step's groups
         elif groups:
             self._add([g.prompt_id for g in groups], np.array([sum(g.correct) for g in groups]),
                       np.array([g.n for g in groups]), np.array([g.policy_version for g in groups]), ctx.step)
         st, cfg = self._step, self.cfg
-        lost = 0.0
-        if self._qs:
-            q, keep = np.concatenate(self._qs), np.concatenate(self._keeps)
-            known = ~np.isnan(q)
-            qc = self.calibrated(q[known])
-            lost = float((qc * (1 - keep[known])).sum() / qc.sum()) if qc.sum() > 0 else 0.0
+        lost = self.lost_share(sum(not g.is_zero_variance for g in groups))
         if st["examined"]:
             self.tau *= (1 - cfg.step_size) if lost > cfg.max_lost else (1 + cfg.step_size)
             self.tau = float(np.clip(self.tau, 1e-4, cfg.max_tau))
@@ -284,25 +272,21 @@ class PosteriorSelector:
             "select/posterior/examined": st["examined"], "select/posterior/prior_alpha": self.prior[0],
             "select/posterior/prior_beta": self.prior[1], "select/posterior/tracked_prompts": float(len(self.slot)),
         }
-        self._step, self._qs, self._keeps = dict.fromkeys(st, 0.0), [], []
+        self._step = dict.fromkeys(st, 0.0)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         return {"tau": self.tau, "prior": list(self.prior), "rng": self.rng.bit_generator.state,
-                "step": dict(self._step), "last": dict(self._last), "asked": dict(self.asked),
-                "pending": [np.asarray(x).tolist() for x in (*self._qs, *self._keeps)],
-                "calibration": [self.cal_n.tolist(), self.cal_hit.tolist(), self.cal_q.tolist()]}
+                "step": dict(self._step), "last": dict(self._last), "explored": list(self.explored),
+                "explore": [self.explore_n, self.explore_hits]}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.tau = float(state["tau"])
         self.rng.bit_generator.state = state["rng"]
         self._step = {k: float(v) for k, v in state["step"].items()}
         self._last = dict(state["last"])
-        self.asked = {k: float(v) for k, v in state["asked"].items()}
-        half = len(state["pending"]) // 2
-        self._qs = [np.array(x, np.float64) for x in state["pending"][:half]]
-        self._keeps = [np.array(x, np.float64) for x in state["pending"][half:]]
-        self.cal_n, self.cal_hit, self.cal_q = (np.array(x, np.float64) for x in state["calibration"])
+        self.explored = list(state["explored"])
+        self.explore_n, self.explore_hits = (float(x) for x in state["explore"])
         self._reset_cache()  # rebuilt from the ledger at the next call
         self.prior = tuple(state["prior"])
 
