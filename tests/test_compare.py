@@ -182,8 +182,10 @@ def test_smoke_preset_end_to_end_then_reuse(tmp_path, capsys):
     assert by["pods"]["rollouts"] == 8 * 4 * 8                  # n = 8 generated per prompt, m = 4 trained
     assert by["dynamic"]["to_target"]["step"] is not None        # the reference reaches its own target
     page = (out / "report.html").read_text()
-    # accuracy, zero-variance, GRESO, posterior, DOTS, pruning, and one heat map per run
-    assert page.count("data:image/png;base64,") == 6 + len(PRESETS["smoke"].runs)
+    # accuracy, zero-variance, GRESO, posterior, DOTS, pruning, staleness (groups carried over by dynamic
+    # sampling, replayed by 'best' and 'dots_replay'), and one heat map per run
+    assert page.count("data:image/png;base64,") == 7 + len(PRESETS["smoke"].runs)
+    assert "Staleness of the groups trained on" in page
     for title in ("GRESO", "Posterior selector", "DOTS", "Pruning", "Outcome heat map: prune-s0", "Realism card"):
         assert f"<h2>{title}</h2>" in page
     assert "dynamic (ref)" in page
@@ -208,7 +210,8 @@ def test_smoke_preset_end_to_end_then_reuse(tmp_path, capsys):
     runs = [str(out / "runs" / "greso-s0"), str(out / "runs" / "prune-s0")]
     assert report_main([*runs, "--out", str(tmp_path / "rep")]) == 0
     rep = (tmp_path / "rep" / "report.html").read_text()
-    assert rep.count("data:image/png;base64,") == 6  # accuracy, zero-variance, GRESO, pruning, 2 heat maps
+    # accuracy, zero-variance, GRESO, pruning, staleness (groups carried over by dynamic sampling), 2 heat maps
+    assert rep.count("data:image/png;base64,") == 7
     assert "<h2>DOTS</h2>" not in rep                   # no run has DOTS metrics: left out quietly
     assert report_main([*runs, "--out", str(tmp_path / "rep2"), "--summary", str(out / "summary.json")]) == 0
     assert "greso" in (tmp_path / "rep2" / "report.html").read_text()
@@ -281,3 +284,51 @@ def test_jobs_2_gives_the_same_summary_as_jobs_1(tmp_path):
         assert len(list((d / "runs").glob("*.log"))) == 4  # each run's own output
     assert figures(out[1][0]) == figures(out[2][0])
     print(f"\n--jobs 1: {out[1][1]:.0f}s, --jobs 2: {out[2][1]:.0f}s")
+
+
+def test_two_core_runs_take_both_cores_and_run_alone(tmp_path, monkeypatch):
+    """--jobs 2: one-thread runs go side by side on their own cores; a run with threads=2 or an async
+    run waits until both cores are free and is pinned to both (its processes pin themselves)."""
+    import os
+
+    if not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two cores")
+    events = []
+
+    class Proc:
+        def __init__(self, name, cores):
+            self.name, self.cores, self.returncode, self.polls = name, cores, 0, 0
+
+        def poll(self):
+            self.polls += 1
+            if self.polls < 3:
+                return None
+            events.append(("end", self.name))
+            return 0
+
+    def start(cfg, status, cores):
+        name = Path(cfg.out).name
+        events.append(("start", name, tuple(sorted(cores))))
+        return Proc(name, cores)
+
+    monkeypatch.setattr(cmp, "_start", start)
+    monkeypatch.setattr(cmp, "check_run", lambda cfg: ("train", "no run"))
+    monkeypatch.setattr("rollsift.summary.summarize_run", lambda out: {"eval_best": 0.5, "steps": 1})
+    preset = Preset("t", "t", "a", (RunSpec("a", ("grpo",)), RunSpec("b", ("grpo",)),
+                                    RunSpec("two", ("grpo",), ("threads=2",)), RunSpec("as", ("async",)),
+                                    RunSpec("c", ("grpo",))), ("threads=1",))
+    runs = cmp.plan(preset, str(tmp_path / "runs"), 1, None, [])
+    cmp.execute(runs, jobs=2)
+    cores = sorted(os.sched_getaffinity(0))[:2]
+    starts = {e[1]: e[2] for e in events if e[0] == "start"}
+    assert starts["a-s0"] != starts["b-s0"] and len(starts["a-s0"]) == 1
+    assert starts["two-s0"] == starts["as-s0"] == tuple(cores)
+    order = [e[:2] for e in events]
+    # the two-core runs start only after everything before them ended, and nothing runs beside them
+    for wide in ("two-s0", "as-s0"):
+        i = order.index(("start", wide))
+        started = {n for k, n in order[:i] if k == "start"}
+        ended = {n for k, n in order[:i] if k == "end"}
+        assert started == ended
+        assert order[i + 1] == ("end", wide)
+    assert cmp.width(runs[3][2]) == 2 and cmp.width(runs[0][2]) == 1

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections import deque
 
+import pytest
+
 from rollsift.config import build_config
 from rollsift.integrations.verl.config import VerlRollsiftConfig
 from rollsift.integrations.verl.session import Session
@@ -37,12 +39,14 @@ def test_one_seed_table():
     assert SEEDS["selector"] == 5 and seed_of("selector", 7) == 12 and seed_of("stream", 7) == 7
 
 
-def test_trainer_and_verl_decide_alike():
+@pytest.mark.parametrize("knobs", [{"type": "greso"}, {"type": "posterior", "tau_start": 0.5}],
+                         ids=lambda k: k["type"])
+def test_trainer_and_verl_decide_alike(knobs):
     pool, _ = synthetic_pool(60, seed=1)
-    cfg = build_config(overrides=["seed=7", "selector.type=greso", "batch_size=16"])
+    cfg = build_config(overrides=["seed=7", "batch_size=16", *(f"selector.{k}={v}" for k, v in knobs.items())])
     a, b = history(pool), history(pool)
     pipe = RolloutPipeline.from_config(cfg, pool, a)
-    session = Session(VerlRollsiftConfig.from_kwargs({"selector": {"type": "greso"}}), cfg.selector, b, n=8,
+    session = Session(VerlRollsiftConfig.from_kwargs({"selector": dict(knobs)}), cfg.selector, b, n=8,
                       seed=cfg.seed)
     stream = EpochStream(pool, seed_of("stream", cfg.seed))  # verl's dataloader, in the pipeline's order
     pending: deque = deque()

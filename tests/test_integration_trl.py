@@ -209,6 +209,12 @@ L = t.rollsift.ledger
 json.dump({"groups": [list(g[:8]) for g in L.groups()], "decisions": [list(d[:7]) for d in L.decisions()],
            "params": [float(p.detach().double().sum()) for p in t.model.parameters()]},
           open(f"{out}/rank{t.accelerator.process_index}.json", "w"))
+# Tear the gloo group down before the interpreter exits: left to interpreter shutdown, its threads
+# can abort the process ("terminate called without an active exception"), seen once in CI.
+import torch.distributed as dist
+if dist.is_initialized():
+    dist.barrier()
+    dist.destroy_process_group()
 '''
 
 

@@ -109,3 +109,28 @@ def test_sigkill_mid_step_then_resume_matches_uninterrupted(tiny_model, tmp_path
     led = open_ledger(killed / "ledger.sqlite")
     assert len(led.attempts()) >= 2  # the killed attempts are hidden, not deleted
     assert json.loads((killed / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 8
+
+
+@pytest.mark.slow
+def test_behaviour_logprobs_serve_as_old_logprobs_on_the_testbed(tiny_model, tmp_path):
+    """The cheaper update (``learner.old_logprobs = "behaviour"``) relies on the log-probs recorded while
+    generating equalling a teacher-forced pass under the same weights: recompute them on the shipped
+    testbed policy every step and check the largest gap, then check both settings train the same."""
+    from rollsift.train import train
+
+    torch.set_num_threads(1)
+    base = overrides(tiny_model, tmp_path / "re", 4, ["learner.old_logprobs=recompute", "filters=[]",
+                                                      "selector.type=uniform"])
+    train(build_config(overrides=base))
+    rows = [r for r in read_metrics(tmp_path / "re") if r["step"] > 0]
+    gaps = [r["train/old_behaviour_gap"] for r in rows if "train/old_behaviour_gap" in r]
+    assert len(gaps) == len(rows) and max(gaps) < 1e-4, gaps
+    assert all(r["time/old_logprobs"] > 0 for r in rows)
+    train(build_config(overrides=[o.replace("=recompute", "=behaviour").replace(f"{tmp_path / 're'}", f"{tmp_path / 'be'}")
+                                  for o in base]))
+    be = [r for r in read_metrics(tmp_path / "be") if r["step"] > 0]
+    assert all(r["time/old_logprobs"] == 0 and "train/old_behaviour_gap" not in r for r in be)
+    # the same batches (sampling does not depend on the setting) give updates equal to rounding
+    for a, b in zip(rows, be):
+        assert a["train/tokens"] == b["train/tokens"]
+        assert a["loss/policy"] == pytest.approx(b["loss/policy"], abs=1e-4)

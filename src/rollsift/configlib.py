@@ -29,9 +29,10 @@ class ConfigError(UserError, ValueError):
     """A bad configuration value; the message names the key, the value and what is allowed."""
 
 
-def doc(text: str, default: Any = MISSING, default_factory: Any = MISSING) -> Any:
-    """A dataclass field with its one documentation string."""
-    kw: dict[str, Any] = {"metadata": {"doc": text}}
+def doc(text: str, default: Any = MISSING, default_factory: Any = MISSING, key: str | None = None) -> Any:
+    """A dataclass field with its one documentation string; ``key``: its name in TOML when that is not
+    the field's (``async``, a Python keyword, is the field ``async_``)."""
+    kw: dict[str, Any] = {"metadata": {"doc": text, **({"key": key} if key else {})}}
     if default is not MISSING:
         kw["default"] = default
     if default_factory is not MISSING:
@@ -110,7 +111,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 def from_dict(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
     """Build dataclass ``cls`` from a mapping, rejecting unknown keys by name."""
     hints = typing.get_type_hints(cls)
-    known = {f.name: f for f in fields(cls) if f.init}
+    known = {_key(f): f for f in fields(cls) if f.init}
     unknown = sorted(set(data) - set(known))
     if unknown:
         where = f"[{prefix}]" if prefix else "the top level"
@@ -120,7 +121,8 @@ def from_dict(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
     kwargs = {}
     for name, value in data.items():
         key = f"{prefix}.{name}" if prefix else name
-        kwargs[name] = _coerce(value, hints[name], key)
+        f = known[name]
+        kwargs[f.name] = _coerce(value, hints[f.name], key)
     try:
         return cls(**kwargs)
     except ConfigError:
@@ -129,10 +131,14 @@ def from_dict(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
         raise ConfigError(f"[{prefix or cls.__name__}]: {e}") from e
 
 
+def _key(f: Any) -> str:
+    return f.metadata.get("key", f.name)
+
+
 def to_dict(obj: Any) -> Any:
     """A dataclass tree as plain TOML-able data (None values dropped)."""
     if is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in fields(obj) if getattr(obj, f.name) is not None}
+        return {_key(f): to_dict(getattr(obj, f.name)) for f in fields(obj) if getattr(obj, f.name) is not None}
     if isinstance(obj, (list, tuple)):
         return [to_dict(v) for v in obj]
     if isinstance(obj, Mapping):
@@ -201,7 +207,7 @@ def explain(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:
     """(key, default, doc) rows for every field of a config tree."""
     rows = []
     for f in fields(cls):
-        key = f"{prefix}.{f.name}" if prefix else f.name
+        key = f"{prefix}.{_key(f)}" if prefix else _key(f)
         default = f.default if f.default is not MISSING else (
             f.default_factory() if f.default_factory is not MISSING else "(required)"
         )

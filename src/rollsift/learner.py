@@ -7,7 +7,8 @@ divided by the sampling temperature as the generator did.
 
 What is computed where:
 * fresh groups were sampled by the current policy, so their behaviour log-probs *are* pi_old
-  (no extra forward pass; the generator's log-probs equal a teacher-forced pass within 1e-4);
+  (no extra forward pass; the generator's log-probs equal a teacher-forced pass within 1e-4;
+  ``old_logprobs = "recompute"`` does the forward pass anyway and logs the largest gap);
 * carried and replayed groups were sampled by older policies: pi_old is recomputed under the
   current weights before the first optimiser step, and the decoupled loss weights each token by
   pi_old / pi_behaviour, masking tokens above ``is_cap`` (AReaL);
@@ -22,6 +23,7 @@ What is computed where:
 from __future__ import annotations
 
 import copy
+import time
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -74,8 +76,15 @@ class PolicyLearner:
         active_ids = {id(r) for r in active}
         self._set_lr()
         self.model.train()
-        if any(r.off_policy for r in active):
-            self._fill_old([r for r in active if r.off_policy])
+        recompute = [r for r in active if r.off_policy or cfg.old_logprobs == "recompute"]
+        if recompute:
+            t_old = time.perf_counter()
+            self._fill_old(recompute)
+            gap = max((float((r.old - r.behaviour).abs().max()) for r in recompute if not r.off_policy
+                       and r.completion_ids.numel()), default=None)
+            old_s = time.perf_counter() - t_old
+        else:
+            gap, old_s = None, 0.0
         snapshot = self._snapshot() if cfg.undo_nonfinite and active else None
         sums: dict[str, float] = {}
         count = 0
@@ -124,7 +133,11 @@ class PolicyLearner:
             "train/completions": float(len(rows)),
             "train/skipped_zero_adv_frac": 1.0 - len(active) / max(len(rows), 1),
             "train/nonfinite_skipped": 0.0,
+            "train/off_policy_frac": sum(r.off_policy for r in rows) / max(len(rows), 1),
+            "time/old_logprobs": old_s,
         })
+        if gap is not None:  # recomputed pi_old against the behaviour log-probs of fresh rows
+            out["train/old_behaviour_gap"] = gap
         if grad_norms:
             out["train/grad_norm"] = sum(grad_norms) / len(grad_norms)
         return out

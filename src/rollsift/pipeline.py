@@ -58,6 +58,7 @@ class Collected:
     generated: list[Group]  # every training group generated this step, before filtering
     probes: list[Group] = field(default_factory=list)  # a probing selector's reference groups
     metrics: dict[str, float] = field(default_factory=dict)
+    replayed: list[bool] = field(default_factory=list)  # per group: drawn from the replay buffer
 
 
 class RolloutPipeline:
@@ -222,7 +223,7 @@ class RolloutPipeline:
         m["batch/zero_variance_frac"] = sum(g.is_zero_variance for g in batch) / max(len(batch), 1)
         off = [g.step != ctx.step for g in fresh] + [True] * len(replayed)
         return Collected(groups=batch, off_policy=off, generated=generated, probes=probes,
-                         metrics=self.step_metrics())
+                         metrics=self.step_metrics(), replayed=[False] * len(fresh) + [True] * len(replayed))
 
     def observe(self, collected: Collected, ctx: Context) -> dict[str, float]:
         """After the update: strategies learn from every training group the step generated."""
@@ -432,6 +433,8 @@ def train_step(pipeline: RolloutPipeline, learner: Any, ctx: Context,
     t0 = time.perf_counter()
     metrics = dict(learner.update(TrainBatch(groups, adv, tuple(collected.off_policy)), ctx))
     metrics["time/train"] = time.perf_counter() - t0
+    if hasattr(pipeline.ledger, "record_use"):
+        pipeline.ledger.record_use(groups, collected.replayed, ctx)
     metrics.update(pipeline.observe(collected, ctx))
     metrics.update(collected.metrics)
     return collected, metrics

@@ -34,7 +34,8 @@ from .runlog import RunLog
 RESUME_SAFE = ("steps", "max_minutes", "out", "device", "threads", "checkpoint_every", "log.", "eval.",
                "data.eval", "data.eval_size")
 RESUME_TUNABLE = ("learner.lr", "learner.warmup_steps", "learner.grad_clip", "learner.max_nonfinite_steps",
-                  "learner.undo_nonfinite")
+                  "learner.undo_nonfinite", "learner.old_logprobs", "async.enabled", "async.max_staleness",
+                  "async.timeout_s")
 
 
 def load_data(cfg: RunConfig) -> tuple[list[Prompt], list[Prompt]]:
@@ -65,6 +66,10 @@ def check_resume_config(saved: dict | None, cfg: RunConfig) -> None:
         return
     from .configlib import loads_toml
 
+    try:  # read back as a RunConfig: keys a later rollsift added take their defaults
+        saved = loads_toml(dumps_toml(to_dict(RunConfig.from_data(saved))))
+    except ConfigError:
+        pass  # compare as written; the differences will be named
     now = loads_toml(dumps_toml(to_dict(cfg)))
     before, after = _flat(saved), _flat(now)
     diff = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
@@ -107,6 +112,7 @@ class Run:
     reward_stats: Any
     eval_prompts: list[Prompt]
     log: RunLog
+    restored_state: Any = None  # the checkpoint state restore() loaded (None for a fresh start)
 
     def score(self, prompt, completions):
         from .rewards import score_group
@@ -123,12 +129,16 @@ class Run:
             greedy=e.greedy, seed=self.cfg.seed * 1_000_003 + step,
         )
 
-    def save(self, step: int) -> Path:
+    def save(self, step: int, pipeline_state: Any = None, generator_state: Any = None,
+             extra: dict | None = None) -> Path:
+        """Checkpoint the run; the asynchronous trainer passes the rollout process's states instead of
+        the local pipeline's and generator's (``extra``: more entries of the state)."""
         state = {
             "learner": self.learner.state_dict(),
-            "pipeline": self.pipeline.state_dict(),
-            "generator": self.generator.state_dict(),
+            "pipeline": self.pipeline.state_dict() if pipeline_state is None else pipeline_state,
+            "generator": self.generator.state_dict() if generator_state is None else generator_state,
             "log": self.log.state_dict(),
+            **(extra or {}),
         }
         self.ledger.sync()  # every event of the checkpointed steps is durable before the state that counts on them
         return checkpoint.save(self.cfg.out, step, self.model, self.tokenizer, state)
@@ -147,6 +157,7 @@ class Run:
             self.pipeline.load_state_dict(state["pipeline"])
             self.generator.load_state_dict(state["generator"])
             checkpoint.set_rng_state(state["rng"])
+            self.restored_state = state
             step = int(state["step"])
             checkpoint.discard_after(self.cfg.out, step)
             break
@@ -162,6 +173,10 @@ class Run:
         if state is not None:
             self.log.load_state_dict(state["log"])
         self.ledger.rollback(after_step=step)
+        pending = (state or {}).get("async_pending")
+        if pending is not None and not self.cfg.async_.enabled:
+            # an asynchronous run's checkpoint: its last batch was not yet told to the strategies
+            self.pipeline.observe(*pending)
         return step
 
     def write_config(self) -> None:

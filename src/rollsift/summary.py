@@ -37,6 +37,9 @@ def summarize_run(out: str | Path, target: float | None = None, interpolate: boo
         "train_wall_s": last.get("time/train_wall", 0.0),
         "wall_s": last.get("time/wall", 0.0),
         "time_split_s": {k.split("/")[1]: last.get(k + "_total", 0.0) for k in SPLIT},
+        # per training step: the update alone, and the wall clock without evaluation
+        "train_s_per_step": last.get("time/train_total", 0.0) / max(int(last["step"]), 1),
+        "step_wall_s": last.get("time/train_wall", 0.0) / max(int(last["step"]), 1),
         "curve": [
             {"step": r["step"], "accuracy": r["eval/accuracy"], "rollouts": r.get("cost/rollouts_total", 0.0),
              "gen_tokens": r.get("cost/gen_tokens_total", 0.0), "train_wall_s": r.get("time/train_wall", 0.0)}

@@ -35,6 +35,11 @@ def train(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> dict
     from .health import Health
     from .run import build
 
+    if cfg.async_.enabled:  # generation and training in two processes (rollsift.async_train)
+        from .async_train import train_async
+
+        return train_async(cfg, resume=resume, overwrite=overwrite)
+
     run = build(cfg, resume=resume, overwrite=overwrite)
     try:
         start = run.restore() if resume else 0

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from .memory import MemoryLedger
 from .sqlite import SqliteLedger
-from .state import PURPOSES, DecisionRow, FilterRow, GroupRow, LedgerBase, PromptState, StepRow
+from .state import PURPOSES, DecisionRow, FilterRow, GroupRow, LedgerBase, PromptState, StepRow, UseRow
 
 __all__ = ["open_ledger", "MemoryLedger", "SqliteLedger", "LedgerBase", "PromptState", "GroupRow",
-           "DecisionRow", "FilterRow", "StepRow", "PURPOSES"]
+           "DecisionRow", "FilterRow", "StepRow", "UseRow", "PURPOSES"]
 
 
 def open_ledger(path: str | Path | None = None) -> LedgerBase:

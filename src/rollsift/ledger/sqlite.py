@@ -27,9 +27,9 @@ from .state import COLUMNS, LedgerBase, _json_default
 
 SCHEMA_VERSION = 1
 TABLES = {"groups": "group_events", "selections": "selection_events", "filters": "filter_events",
-          "steps": "step_events"}
+          "steps": "step_events", "uses": "use_events"}
 LIVE_VIEWS = {"groups": "live_groups", "selections": "live_selections", "filters": "live_filters",
-              "steps": "live_steps"}
+              "steps": "live_steps", "uses": "live_uses"}
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -57,6 +57,12 @@ CREATE TABLE IF NOT EXISTS filter_events (
 );
 CREATE TABLE IF NOT EXISTS step_events (
     id INTEGER PRIMARY KEY, attempt INTEGER NOT NULL, step INTEGER NOT NULL, metrics TEXT NOT NULL
+);
+-- which groups each training step used, and the policy versions involved (staleness = trainer - group)
+CREATE TABLE IF NOT EXISTS use_events (
+    id INTEGER PRIMARY KEY, attempt INTEGER NOT NULL, step INTEGER NOT NULL, prompt_id TEXT NOT NULL,
+    group_step INTEGER NOT NULL, group_round INTEGER NOT NULL, group_version INTEGER NOT NULL,
+    trainer_version INTEGER NOT NULL, replayed INTEGER NOT NULL
 );
 -- the rollback rule: an attempt's events are live up to the smallest after_step of any later attempt
 CREATE VIEW IF NOT EXISTS cutoffs AS
@@ -121,12 +127,18 @@ class SqliteLedger(LedgerBase):
                 db.execute("PRAGMA synchronous = NORMAL")
 
     def _rows(self, table: str, columns: Sequence[str], include_rolled_back: bool) -> Iterator[tuple]:
+        if table == "uses" and not self._has_table(TABLES[table]):  # a ledger written before use events
+            return iter(())
         cols = ", ".join(f"e.{c}" for c in columns)
         live = "(c.cutoff IS NULL OR e.step <= c.cutoff)"
         sql = f"SELECT {cols}, {live} FROM {TABLES[table]} e JOIN cutoffs c USING (attempt)"
         if not include_rolled_back:
             sql += f" WHERE {live}"
         return self._db.execute(sql + " ORDER BY e.id")
+
+    def _has_table(self, name: str) -> bool:
+        return self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() \
+            is not None
 
     def _register(self, ids: list[str], labels: list[Any] | None) -> None:
         ids_json = json.dumps(ids)

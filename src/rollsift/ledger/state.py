@@ -31,8 +31,10 @@ GROUP_COLUMNS = ("attempt", "step", "round", "epoch", "prompt_id", "purpose", "n
 SELECTION_COLUMNS = ("attempt", "step", "round", "epoch", "prompt_id", "kept", "reason", "prob")
 FILTER_COLUMNS = ("attempt", "step", "round", "name", "prompt_id", "kept", "reason", "n")
 STEP_COLUMNS = ("attempt", "step", "metrics")
+USE_COLUMNS = ("attempt", "step", "prompt_id", "group_step", "group_round", "group_version", "trainer_version",
+               "replayed")
 COLUMNS = {"groups": GROUP_COLUMNS, "selections": SELECTION_COLUMNS, "filters": FILTER_COLUMNS,
-           "steps": STEP_COLUMNS}
+           "steps": STEP_COLUMNS, "uses": USE_COLUMNS}
 _LIGHT = GROUP_COLUMNS[:13]  # group columns without the per-completion blobs
 
 
@@ -57,6 +59,22 @@ class GroupRow(NamedTuple):
     rewards: tuple[float, ...] | None = None
     correct: tuple[bool, ...] | None = None
     lengths: tuple[int, ...] | None = None
+
+
+class UseRow(NamedTuple):
+    """A group trained on at ``step``: the group's own step, round and policy version, the trainer's
+    policy version when it used it (their difference is the group's staleness), and whether it came
+    from the replay buffer."""
+
+    step: int
+    prompt_id: str
+    group_step: int
+    group_round: int
+    group_version: int
+    trainer_version: int
+    replayed: bool
+    attempt: int
+    live: bool = True
 
 
 class DecisionRow(NamedTuple):
@@ -281,6 +299,13 @@ class LedgerBase:
         rows += [(a, step, rnd, name, pid, 0, str(reason), 0) for pid, reason in result.dropped.items()]
         self._append("filters", rows)
 
+    def record_use(self, groups: Sequence[Group], replayed: Sequence[bool], ctx: Context) -> None:
+        """The groups a training step used (``ctx.step``) at the trainer's policy version
+        (``ctx.policy_version``): staleness and "trained once" are read from these events."""
+        a, step, v = self.attempt, int(ctx.step), int(ctx.policy_version)
+        self._append("uses", [(a, step, g.prompt_id, int(g.step), int(g.round), int(g.policy_version), v, int(bool(r)))
+                              for g, r in zip(groups, replayed)])
+
     def record_step(self, step: int, metrics: Mapping[str, Any]) -> None:
         """A training step's metrics. Written last in a step, so backends make it durable (a barrier)."""
         text = json.dumps(dict(metrics), default=_json_default)
@@ -371,6 +396,11 @@ class LedgerBase:
         for a, step, rnd, name, pid, kept, reason, n, live in self._rows(
                 "filters", FILTER_COLUMNS, include_rolled_back):
             yield FilterRow(step, rnd, name, pid, bool(kept), reason, n, a, bool(live))
+
+    def uses(self, *, include_rolled_back: bool = False) -> Iterator[UseRow]:
+        """Use events (which groups each step trained on) in write order."""
+        for a, step, pid, gs, gr, gv, tv, rep, live in self._rows("uses", USE_COLUMNS, include_rolled_back):
+            yield UseRow(step, pid, gs, gr, gv, tv, bool(rep), a, bool(live))
 
     def steps(self, *, include_rolled_back: bool = False) -> list[StepRow]:
         """Step records in write order; ``row.metrics`` is the dict given to ``record_step``."""

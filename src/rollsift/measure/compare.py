@@ -9,9 +9,10 @@ Each run of the preset (``rollsift.measure.presets``) and seed is an ordinary tr
 
 so the same command again (or another preset pointed at the same RUNS) reuses finished runs, resumes
 unfinished ones from their last checkpoint, and trains the rest. Each run is its own process
-(``rollsift train``), pinned to one core with one thread; ``--jobs J`` runs J of them at once, on J
-different cores (2 here: half the wall time of one at a time). A run's results do not depend on
-how many run beside it (``--jobs 2`` gives the same summary as ``--jobs 1``, times aside).
+(``rollsift train``), pinned to as many cores as it has threads (``threads``; an asynchronous run
+takes two, one per process); ``--jobs J`` lets runs use J cores at once (2 here: two one-thread runs
+side by side, or one two-core run alone). A run's results do not depend on how many run beside it
+(``--jobs 2`` gives the same summary as ``--jobs 1``, times aside).
 
 The target is shared: 0.99 x the reference run's best held-out accuracy, averaged over seeds
 (``--target per-seed``: each seed's own reference best). Every run reports, per seed, the rollouts,
@@ -49,7 +50,9 @@ SCHEMA = Path(__file__).with_name("summary.schema.json")
 _COSTS = ("rollouts", "gen_tokens", "train_wall_s")
 # per-seed figures summarised across seeds in each run's "mean" (docs/measure.md)
 _STATS = ("eval_initial", "eval_best", "eval_final", "rollouts", "gen_tokens", "train_wall_s", "effective_share",
-          "steps")
+          "steps", "train_s_per_step", "step_wall_s")
+# per-step costs compared with the reference's, paired by seed, in each run's "per_step" (a speed ratio)
+_PER_STEP = ("train_s_per_step", "step_wall_s")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,7 +67,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="where the runs live (default: DIR/runs); point several presets at one set of runs")
     p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default: the preset's)")
     p.add_argument("--jobs", type=int, default=1,
-                   help="runs at once, each pinned to its own core with one thread (default 1; 2 on this machine)")
+                   help="cores to use at once: one-thread runs side by side, each pinned to its own core; a run "
+                        "with threads=2 or async takes two (default 1; 2 on this machine)")
     p.add_argument("--target", choices=("shared", "per-seed"), default="shared",
                    help="one target for all seeds (0.99 x the reference's mean best; default) or one per seed")
     p.add_argument("--crossing", choices=("interpolate", "first"), default="interpolate",
@@ -125,9 +129,16 @@ def run_status(cfg: Any) -> str:
 
 
 def _same_config(cfg: Any) -> bool:
+    """The saved config.toml, read back as a RunConfig (keys a later rollsift added take their defaults),
+    equals the resolved one."""
+    from ..config import RunConfig
     from ..configlib import dumps_toml, load_toml, loads_toml, to_dict
 
-    return loads_toml(dumps_toml(to_dict(cfg))) == load_toml(Path(cfg.out) / "config.toml")
+    try:
+        saved = RunConfig.from_data(load_toml(Path(cfg.out) / "config.toml"))
+    except ConfigError:
+        return False
+    return loads_toml(dumps_toml(to_dict(saved))) == loads_toml(dumps_toml(to_dict(cfg)))
 
 
 def is_finished(cfg: Any, rows: Sequence[dict]) -> bool:
@@ -184,20 +195,27 @@ def execute(runs: Sequence[tuple[RunSpec, int, Any]], dry_run: bool = False, job
     if jobs > len(cores):
         print(f"[compare] warning: --jobs {jobs} on {len(cores)} cores: runs will share cores and time each other",
               flush=True)
-    slots: list[Any] = [None] * jobs
+    slots: list[Any] = [None] * jobs  # slot i runs on core cores[i % len(cores)]; a run takes width(cfg) slots
     failed = []
     queue = list(todo)
     while queue or any(slots):
-        for i in range(jobs):
-            if slots[i] is None and queue:
-                spec, seed, cfg, status = queue.pop(0)
-                core = cores[i % len(cores)]
-                slots[i] = (_start(cfg, status, core), (spec, seed, cfg), time.perf_counter(), core)
-            item = slots[i]
-            if item is None or item[0].poll() is None:
+        if queue:  # in order: the next run starts once it has all the slots it needs
+            spec, seed, cfg, status = queue[0]
+            free = [i for i in range(jobs) if slots[i] is None]
+            need = min(width(cfg), jobs)
+            if len(free) >= need:
+                queue.pop(0)
+                mine = free[:need]
+                item = [_start(cfg, status, {cores[i % len(cores)] for i in mine}), (spec, seed, cfg),
+                        time.perf_counter(), sorted({cores[i % len(cores)] for i in mine})]
+                for i in mine:
+                    slots[i] = item
                 continue
-            proc, (spec, seed, cfg), t0, core = item
-            slots[i] = None
+        for item in {id(x): x for x in slots if x is not None}.values():
+            proc, (spec, seed, cfg), t0, used = item
+            if proc.poll() is None:
+                continue
+            slots = [None if x is item else x for x in slots]
             if proc.returncode != 0:
                 failed.append(f"{spec.name} seed {seed} ({_log(cfg)})")
                 print(f"[compare] {spec.name} seed {seed}: FAILED (exit {proc.returncode}); see {_log(cfg)}", flush=True)
@@ -206,8 +224,9 @@ def execute(runs: Sequence[tuple[RunSpec, int, Any]], dry_run: bool = False, job
 
             s = summarize_run(cfg.out)
             best = "-" if s["eval_best"] is None else f"{s['eval_best']:.3f}"
-            print(f"[compare] {spec.name} seed {seed}: {done[cfg.out]} in {time.perf_counter() - t0:.0f}s on core "
-                  f"{core}, {s['steps']} steps, best held-out accuracy {best}", flush=True)
+            where = f"core {used[0]}" if len(used) == 1 else f"cores {','.join(map(str, used))}"
+            print(f"[compare] {spec.name} seed {seed}: {done[cfg.out]} in {time.perf_counter() - t0:.0f}s on {where}, "
+                  f"{s['steps']} steps, best held-out accuracy {best}", flush=True)
         time.sleep(0.2)
     if failed:
         raise CompareError(f"{len(failed)} run(s) failed: {'; '.join(failed)}. Fix the cause and run the same "
@@ -215,12 +234,17 @@ def execute(runs: Sequence[tuple[RunSpec, int, Any]], dry_run: bool = False, job
     return done
 
 
+def width(cfg: Any) -> int:
+    """Cores a run needs: its thread count, or two for an asynchronous run (one per process)."""
+    return 2 if cfg.async_.enabled else max(1, int(cfg.threads))
+
+
 def _log(cfg: Any) -> str:
     return f"{str(cfg.out).rstrip('/')}.log"
 
 
-def _start(cfg: Any, status: str, core: int) -> subprocess.Popen:
-    """``rollsift train`` on the run's resolved config, in its own process, on one core with one thread."""
+def _start(cfg: Any, status: str, cores: set[int]) -> subprocess.Popen:
+    """``rollsift train`` on the run's resolved config, in its own process, pinned to ``cores``."""
     from ..configlib import dumps_toml, to_dict
 
     out = Path(cfg.out)
@@ -229,8 +253,9 @@ def _start(cfg: Any, status: str, core: int) -> subprocess.Popen:
     spec.write_text(dumps_toml(to_dict(cfg)))
     cmd = [sys.executable, "-m", "rollsift", "train", "--config", str(spec), "--no-report",
            "--resume" if status == "resume" else "--overwrite"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    pin = (lambda: os.sched_setaffinity(0, {core})) if hasattr(os, "sched_setaffinity") else None
+    threads = str(max(1, int(cfg.threads)))
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1"}
+    pin = (lambda: os.sched_setaffinity(0, cores)) if hasattr(os, "sched_setaffinity") else None
     with open(_log(cfg), "a") as log:
         return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 preexec_fn=pin)
@@ -284,6 +309,8 @@ def summarize(preset: Preset, runs: Sequence[tuple[RunSpec, int, Any]], command:
                               for k in _COSTS})
         entry["reached_target"] = sum(s["to_target"]["step"] is not None for s in seeds_)
         entry["ratios"] = {k: _ratio(ref_seeds, seeds_, k) for k in _COSTS}
+        entry["per_step"] = {k: ratio_interval([ref_seeds.get(s["seed"], {}).get(k) for s in seeds_],
+                                               [s.get(k) for s in seeds_]) for k in _PER_STEP}
     return {
         "schema": "rollsift.compare/2",
         "preset": preset.name,

@@ -90,7 +90,20 @@ def summarize(ledger_or_path: LedgerBase | str | Path) -> dict[str, Any]:
     hidden["steps"] = sum(not s.live for s in ledger.steps(include_rolled_back=True))
     out["rolled_back_events"] = {k: hidden[k] for k in ("groups", "selections", "filters", "steps")}
     out["greso"] = {"persistence": _persistence(last_in_epoch), "revival": _revival(kinds_in_order)}
+    out["uses"] = _uses(ledger)
     return out
+
+
+def _uses(ledger: LedgerBase) -> dict[str, Any]:
+    """Groups trained on, by kind (fresh: generated for the step that used it; carried: kept from an
+    earlier step by dynamic sampling; replayed), with their staleness (trainer version - group version)."""
+    stale: dict[str, Counter] = {"fresh": Counter(), "carried": Counter(), "replayed": Counter()}
+    for u in ledger.uses():
+        kind = "replayed" if u.replayed else "fresh" if u.group_step == u.step else "carried"
+        stale[kind][u.trainer_version - u.group_version] += 1
+    return {k: {"groups": sum(c.values()), "mean_staleness": _share(sum(v * n for v, n in c.items()), sum(c.values())),
+                "max_staleness": max(c, default=None), "histogram": {str(v): n for v, n in sorted(c.items())}}
+            for k, c in stale.items()}
 
 
 def _prompt_states(st) -> dict[str, Any]:
@@ -227,6 +240,16 @@ def render(s: dict[str, Any], title: str = "ledger") -> None:
         p_zv = r["p_next_zero_variance"]
         t.add_row(name, str(r["pairs"]), _fmt(p_zv), _fmt(r.get("p_next_same", p_zv)))
     con.print(t)
+
+    uses = s.get("uses", {})
+    if any(u["groups"] for u in uses.values()):
+        t = Table(title="Groups trained on (staleness = trainer's policy version - the group's)")
+        for c in ("kind", "groups", "mean staleness", "max", "histogram"):
+            t.add_column(c, justify="left" if c in ("kind", "histogram") else "right")
+        for kind, u in uses.items():
+            t.add_row(kind, str(u["groups"]), _fmt(u["mean_staleness"]), _fmt(u["max_staleness"]),
+                      " ".join(f"{v}:{n}" for v, n in u["histogram"].items()))
+        con.print(t)
 
     rev = s["greso"]["revival"]
     t = Table(title="GRESO (b): mixed again after a zero-variance group")

@@ -48,6 +48,11 @@ _RUNS = {
     "dots_noreplay": RunSpec("dots_noreplay", ("dots_noreplay",)),
     # the replay ablation: GRESO + dynamic sampling + a quarter of the batch replayed, never older than 1 version
     "best_s1": RunSpec("best_s1", ("best",), ("replay.max_staleness=1",)),
+    # asynchronous rollouts against the synchronous loop given the same two cores (two threads)
+    "greso_sync2": RunSpec("greso_sync2", ("greso",), ("threads=2",)),
+    "greso_async": RunSpec("greso_async", ("async",)),
+    # the cheaper update's counterpart: pi_old recomputed by a forward pass every step
+    "greso_recompute": RunSpec("greso_recompute", ("greso",), ("learner.old_logprobs=recompute",)),
 }
 
 
@@ -106,6 +111,15 @@ PRESETS: dict[str, Preset] = {
                    _pick("grpo", "dots_replay", "dots_noreplay"), _TESTBED_COMMON, seeds=3),
     "pods": Preset("pods", "PODS (n = 16, m = 4) against GRPO with n = 4 (same update size)", "grpo_n4",
                    _pick("grpo_n4", "pods"), _TESTBED_COMMON, seeds=3),
+    # Two-core runs: compare with --jobs 2 runs them one at a time, each on both cores.
+    "async": Preset("async", "GRESO + dynamic sampling with asynchronous rollouts (eta = 1, a process per core) "
+                             "against the synchronous loop with two threads", "greso_sync2",
+                    _pick("greso_sync2", "greso_async"), _TESTBED_COMMON, seeds=3),
+    # pi_old from the behaviour log-probs (the default) against a forward pass: time/train per step
+    "update": Preset("update", "the cheaper update: GRESO + dynamic sampling with pi_old from the generator's "
+                               "log-probs (greso) against recomputing it (greso_recompute), 60 steps",
+                     "greso", _pick("greso", "greso_recompute"),
+                     ("steps=60", "eval.every=20", "checkpoint_every=50", "log.progress=false", "threads=1"), seeds=3),
     "prune": Preset("prune", "quality-head pruning against the same run (GRESO + dynamic sampling) without it",
                     "greso", _pick("greso", "prune"), _TESTBED_COMMON, seeds=3),
 }

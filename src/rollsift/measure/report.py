@@ -218,6 +218,51 @@ def heatmap_figure(run: str | Path, name: str, max_prompts: int) -> str | None:
     return _image(fig)
 
 
+def staleness_counts(run: str | Path) -> dict[str, dict[int, int]] | None:
+    """Groups trained on per staleness (trainer's policy version minus the group's): fresh groups
+    (generated for the step that used them), carried groups (generated for an earlier step, kept by
+    dynamic sampling) and replayed groups apart; None when the run's ledger has no use events or no
+    group was behind (a synchronous run without carry-over or replay has nothing to show)."""
+    from collections import Counter
+
+    from ..rundir import RunDir
+
+    rd = RunDir(run)
+    if not rd.has_ledger():
+        return None
+    counts: dict[str, Counter] = {"fresh": Counter(), "carried": Counter(), "replayed": Counter()}
+    for u in rd.open_ledger().uses():
+        kind = "replayed" if u.replayed else "fresh" if u.group_step == u.step else "carried"
+        counts[kind][u.trainer_version - u.group_version] += 1
+    if not any(k > 0 for c in counts.values() for k in c):
+        return None
+    return {kind: dict(sorted(c.items())) for kind, c in counts.items() if c}
+
+
+def staleness_figure(runs: Sequence[str | Path], names: Sequence[str], style: _Style) -> str | None:
+    """Histogram of the staleness of the groups each run trained on (async runs, replay)."""
+    import matplotlib.pyplot as plt
+
+    got = {n: c for n, c in ((n, staleness_counts(r)) for r, n in zip(runs, names)) if c}
+    if not got:
+        return None
+    kinds = [k for k in ("fresh", "carried", "replayed") if any(k in c for c in got.values())]
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5 * len(kinds), 3.6), squeeze=False)
+    width = 0.8 / len(got)
+    for ax, kind in zip(axes[0], kinds):
+        for i, (name, c) in enumerate(got.items()):
+            hist = c.get(kind, {})
+            total = sum(hist.values()) or 1
+            ax.bar([k - 0.4 + width * (i + 0.5) for k in hist], [v / total for v in hist.values()], width,
+                   color=style.color[name], label=name)
+        ax.set_title(f"{kind} groups", fontsize=10)
+        ax.set_xlabel("staleness (trainer version - group version)")
+        ax.set_ylabel("share of groups trained on")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    _legend_below(fig, axes[0])
+    return _image(fig)
+
+
 def _table(summary: dict[str, Any] | None, runs: Sequence[str | Path], names: Sequence[str]) -> str:
     from .tables import headline_rows
 
@@ -279,6 +324,7 @@ def render(runs: Sequence[str | Path], out: str | Path, summary: dict[str, Any] 
             ("pruned fraction of started rollouts", ["prune/quality_head/pruned_frac"]),
             ("pruned rollouts (cumulative)", ["cost/pruned_rollouts_total"]),
             ("tokens saved per step", ["prune/quality_head/tokens_saved"])])),
+        ("Staleness of the groups trained on", staleness_figure(runs, names, style)),
     ]
     for r, n in zip(runs, names):
         figures.append((f"Outcome heat map: {n}", heatmap_figure(r, n, heatmap_prompts)))

@@ -51,8 +51,15 @@ def headline_rows(summary: dict[str, Any]) -> tuple[tuple[str, ...], list[tuple[
             text += f" ({r['seeds_not_reached']} never)"
         return text
 
+    def per_step(e: dict[str, Any]) -> str:  # the reference's update time per step / the run's
+        r = (e.get("per_step") or {}).get("train_s_per_step")
+        if not r or r["geo_mean"] is None:
+            return "-"
+        text = f"{r['geo_mean']:.2f}" + (f" [{r['lo']:.2f}, {r['hi']:.2f}]" if r["lo"] is not None else "")
+        return text + (f" {r['verdict']}" if r["verdict"] in ("better", "worse") else "")
+
     head = ("run", "best acc", "final acc", "rollouts", "train wall s", "effective share", "reached",
-            "rollouts to target", "wall to target", "rollouts x", "tokens x", "wall x")
+            "rollouts to target", "wall to target", "rollouts x", "tokens x", "wall x", "update/step x")
     rows = []
     n = len(summary["seeds"])
     for e in summary["runs"]:
@@ -61,5 +68,5 @@ def headline_rows(summary: dict[str, Any]) -> tuple[tuple[str, ...], list[tuple[
         rows.append((name, f(m["eval_best"], "{:.3f}"), f(m["eval_final"], "{:.3f}"), f(m["rollouts"], "{:.0f}"),
                      f(m["train_wall_s"], "{:.0f}"), f(m["effective_share"], "{:.2f}"),
                      f"{e.get('reached_target', '-')}/{n}", f(m["to_target_rollouts"], "{:.0f}"),
-                     f(m["to_target_train_wall_s"], "{:.0f}"), *(ratio(e, k) for k in COSTS)))
+                     f(m["to_target_train_wall_s"], "{:.0f}"), *(ratio(e, k) for k in COSTS), per_step(e)))
     return head, rows
