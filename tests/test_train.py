@@ -124,7 +124,9 @@ def test_behaviour_logprobs_serve_as_old_logprobs_on_the_testbed(tiny_model, tmp
     train(build_config(overrides=base))
     rows = [r for r in read_metrics(tmp_path / "re") if r["step"] > 0]
     gaps = [r["train/old_behaviour_gap"] for r in rows if "train/old_behaviour_gap" in r]
-    assert len(gaps) == len(rows) and max(gaps) < 1e-4, gaps
+    # float32 rounding of two differently batched passes: 2e-4 at most over 3 x 60 measured steps (docs/async.md);
+    # a real mismatch (temperature, top-p, padding) is orders of magnitude larger
+    assert len(gaps) == len(rows) and max(gaps) < 5e-4, gaps
     assert all(r["time/old_logprobs"] > 0 for r in rows)
     train(build_config(overrides=[o.replace("=recompute", "=behaviour").replace(f"{tmp_path / 're'}", f"{tmp_path / 'be'}")
                                   for o in base]))

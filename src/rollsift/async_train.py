@@ -71,6 +71,7 @@ def train_async(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -
     from .learner import batch_advantages
     from .records import Context, TrainBatch
     from .run import build
+    from .train import _timed  # the synchronous loop's: the same evaluation timing
 
     eta = cfg.async_.max_staleness
     run = build(cfg, resume=resume, overwrite=overwrite)
@@ -153,13 +154,6 @@ def train_async(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -
     from .summary import summarize_run
 
     return summarize_run(cfg.out)
-
-
-def _timed(fn, step: int, key: str) -> dict[str, float]:
-    t0 = time.perf_counter()
-    out = fn(step)
-    out[key] = time.perf_counter() - t0
-    return out
 
 
 def may_start(step: int, consumed: int, eta: int) -> bool:

@@ -7,7 +7,7 @@ divided by the sampling temperature as the generator did.
 
 What is computed where:
 * fresh groups were sampled by the current policy, so their behaviour log-probs *are* pi_old
-  (no extra forward pass; the generator's log-probs equal a teacher-forced pass within 1e-4;
+  (no extra forward pass; the generator's log-probs equal a teacher-forced pass to about 2e-4;
   ``old_logprobs = "recompute"`` does the forward pass anyway and logs the largest gap);
 * carried and replayed groups were sampled by older policies: pi_old is recomputed under the
   current weights before the first optimiser step, and the decoupled loss weights each token by
