@@ -206,15 +206,18 @@ t = RollsiftGRPOTrainer(model=model, reward_funcs=[RollsiftReward(toy)], args=ar
                                                 ledger=MemoryLedger()))
 t.train()
 L = t.rollsift.ledger
-json.dump({"groups": [list(g[:8]) for g in L.groups()], "decisions": [list(d[:7]) for d in L.decisions()],
-           "params": [float(p.detach().double().sum()) for p in t.model.parameters()]},
-          open(f"{out}/rank{t.accelerator.process_index}.json", "w"))
-# Tear the gloo group down before the interpreter exits: left to interpreter shutdown, its threads
-# can abort the process ("terminate called without an active exception"), seen once in CI.
-import torch.distributed as dist
+with open(f"{out}/rank{t.accelerator.process_index}.json", "w") as f:  # closed before os._exit below
+    json.dump({"groups": [list(g[:8]) for g in L.groups()], "decisions": [list(d[:7]) for d in L.decisions()],
+               "params": [float(p.detach().double().sum()) for p in t.model.parameters()]}, f)
+# What is checked is written; leave without the interpreter's teardown. Under load the C++ side of
+# torch.distributed (gloo) aborts at exit ("terminate called without an active exception") even after
+# destroy_process_group, seen in CI and in make test; that is not what this test is about.
+import os, torch.distributed as dist
 if dist.is_initialized():
     dist.barrier()
     dist.destroy_process_group()
+sys.stdout.flush(); sys.stderr.flush()
+os._exit(0)
 '''
 
 
