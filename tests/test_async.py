@@ -4,9 +4,6 @@ process then --resume loses and duplicates nothing."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -17,7 +14,7 @@ from rollsift.async_train import may_start
 from rollsift.config import build_config
 from rollsift.ledger import open_ledger
 from rollsift.runlog import read_metrics
-from test_train import assert_same_run, overrides, strip_times, weights
+from test_train import assert_same_run, overrides, strip_times, train_cli, weights
 
 SHIFTED = ("select/", "prune/", "replay/", "async/", "time/")  # told one batch later, or timings
 
@@ -100,16 +97,7 @@ def test_random_speeds_keep_staleness_bounded_and_lagged_groups_decoupled(tiny_m
 
 
 def _cli(model, out, steps, extra, kill=None, resume=False) -> int:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    env.pop("ROLLSIFT_KILL_AT", None)
-    if kill:
-        env["ROLLSIFT_KILL_AT"] = kill
-    cmd = [sys.executable, "-m", "rollsift", "train", "--no-report",
-           *sum((["--set", o] for o in overrides(model, out, steps, extra)), [])]
-    if resume:
-        cmd.append("--resume")
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    return done.returncode
+    return train_cli(model, out, steps, extra, kill=kill, resume=resume).returncode
 
 
 def _nothing_lost_or_doubled(run) -> None:
@@ -141,3 +129,4 @@ def test_eta_0_resumes_to_the_uninterrupted_run(tiny_model, tmp_path):
     assert _cli(tiny_model, tmp_path / "killed", 6, extra, kill="ledger.groups:9") != 0
     assert _cli(tiny_model, tmp_path / "killed", 6, extra, resume=True) == 0
     assert_same_run(tmp_path / "straight", tmp_path / "killed")
+

@@ -8,16 +8,13 @@ cover each point; seeded random cases pick others.
 
 from __future__ import annotations
 
-import os
 import random
-import subprocess
-import sys
 
 import pytest
 
 from rollsift.faults import POINTS
 from rollsift.ledger import open_ledger
-from test_train import assert_same_run, overrides
+from test_train import assert_same_run, overrides, train_cli
 
 STEPS = 8
 EXTRA = ["checkpoint_every=3"]  # checkpoints at 3, 6 and 8: steps 1-2 have none to resume from
@@ -55,15 +52,7 @@ def straight(tmp_path_factory):
 
 
 def _cli(model, out, kill: str | None, resume: bool) -> int:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    env.pop("ROLLSIFT_KILL_AT", None)
-    if kill:
-        env["ROLLSIFT_KILL_AT"] = kill
-    cmd = [sys.executable, "-m", "rollsift", "train", "--no-report",
-           *sum((["--set", o] for o in overrides(model, out, STEPS, EXTRA)), [])]
-    if resume:
-        cmd.append("--resume")
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    done = train_cli(model, out, STEPS, EXTRA, kill=kill, resume=resume, timeout=300)
     assert done.returncode in (0, -9), done.stderr[-2000:]
     return done.returncode
 

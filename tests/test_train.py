@@ -35,6 +35,21 @@ def overrides(model: str, out: Path, steps: int, extra=()) -> list[str]:
     ]
 
 
+def train_cli(model: str, out: Path, steps: int, extra=(), kill: str | None = None, resume: bool = False,
+              timeout: float = 600) -> subprocess.CompletedProcess:
+    """``rollsift train`` in a subprocess on the ``overrides`` config, optionally killed at a fault point
+    (``ROLLSIFT_KILL_AT``, rollsift.faults) or resumed."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env.pop("ROLLSIFT_KILL_AT", None)
+    if kill:
+        env["ROLLSIFT_KILL_AT"] = kill
+    cmd = [sys.executable, "-m", "rollsift", "train", "--no-report",
+           *sum((["--set", o] for o in overrides(model, out, steps, extra)), [])]
+    if resume:
+        cmd.append("--resume")
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
 def strip_times(rows):
     return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rows]
 

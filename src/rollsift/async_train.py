@@ -71,18 +71,18 @@ def train_async(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -
     from .learner import batch_advantages
     from .records import Context, TrainBatch
     from .run import build
-    from .train import _timed  # the synchronous loop's: the same evaluation timing
+    from .train import _timed, end_step  # the synchronous loop's evaluation, logging and health checks
 
     eta = cfg.async_.max_staleness
     run = build(cfg, resume=resume, overwrite=overwrite)
     proc = None
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
     try:
         start = run.restore() if resume else 0
         run.write_config()
         saved = run.restored_state or {}
         start_state = {"pipeline": run.pipeline.state_dict(), "generator": run.generator.state_dict(),
                        "pending": saved.get("async_pending")}
-        cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
         _pin(cores[0])
         mp = torch.multiprocessing.get_context("spawn")
         shared = {k: v.detach().to("cpu", copy=True).share_memory_() for k, v in run.model.state_dict().items()}
@@ -94,9 +94,9 @@ def train_async(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -
                                 cores[1 % len(cores)]))
         with _main_not_reimported():
             proc.start()
-        log, e, health = run.log, cfg.eval, Health(cfg)
+        health = Health(cfg)
         if start == 0 and run.eval_prompts:
-            health.check(0, log.log(0, _timed(run.evaluate, 0, "time/eval")))
+            health.check(0, run.log.log(0, _timed(run.evaluate, 0, "time/eval")))
         observed: dict[str, float] = {}
         for step in range(start + 1, cfg.steps + 1):
             t0 = time.perf_counter()
@@ -129,16 +129,10 @@ def train_async(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -
                             "async/staleness_mean": sum(lags) / len(lags) if lags else 0.0,
                             "async/staleness_max": float(max(lags, default=0)),
                             "async/lagged_frac": sum(lag > 0 for lag in lags) / max(len(lags), 1)})
-            out_of_time = cfg.max_minutes is not None and log.train_wall() >= cfg.max_minutes * 60
-            last = step == cfg.steps or out_of_time
-            if run.eval_prompts and ((e.every and step % e.every == 0) or last):
-                metrics.update(_timed(run.evaluate, step, "time/eval"))
-            counters[0] = step  # after evaluation: the rollout process does not generate on its time
-            row = log.log(step, metrics)
-            faults.point("metrics")
-            run.ledger.record_step(step, row)
-            faults.point("ledger.step")
-            health.check(step, row)
+            def admit_next(done: int = step) -> None:  # after evaluation: no generation on its time
+                counters[0] = done
+
+            last, out_of_time = end_step(run, step, metrics, health, before_log=admit_next)
             if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or last:
                 run.save(step, pipeline_state=msg["snapshot"]["pipeline"],
                          generator_state=msg["snapshot"]["generator"],

@@ -29,10 +29,9 @@ class ConfigError(UserError, ValueError):
     """A bad configuration value; the message names the key, the value and what is allowed."""
 
 
-def doc(text: str, default: Any = MISSING, default_factory: Any = MISSING, key: str | None = None) -> Any:
-    """A dataclass field with its one documentation string; ``key``: its name in TOML when that is not
-    the field's (``async``, a Python keyword, is the field ``async_``)."""
-    kw: dict[str, Any] = {"metadata": {"doc": text, **({"key": key} if key else {})}}
+def doc(text: str, default: Any = MISSING, default_factory: Any = MISSING) -> Any:
+    """A dataclass field with its one documentation string."""
+    kw: dict[str, Any] = {"metadata": {"doc": text}}
     if default is not MISSING:
         kw["default"] = default
     if default_factory is not MISSING:
@@ -132,6 +131,8 @@ def from_dict(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
 
 
 def _key(f: Any) -> str:
+    """A field's name in TOML: ``metadata["key"]`` where the field's own name cannot be it (the section
+    ``async``, a Python keyword, is the field ``async_``)."""
     return f.metadata.get("key", f.name)
 
 

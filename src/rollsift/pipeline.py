@@ -433,8 +433,7 @@ def train_step(pipeline: RolloutPipeline, learner: Any, ctx: Context,
     t0 = time.perf_counter()
     metrics = dict(learner.update(TrainBatch(groups, adv, tuple(collected.off_policy)), ctx))
     metrics["time/train"] = time.perf_counter() - t0
-    if hasattr(pipeline.ledger, "record_use"):
-        pipeline.ledger.record_use(groups, collected.replayed, ctx)
+    pipeline.ledger.record_use(groups, collected.replayed, ctx)
     metrics.update(pipeline.observe(collected, ctx))
     metrics.update(collected.metrics)
     return collected, metrics

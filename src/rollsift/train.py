@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import time
 from functools import partial
+from collections.abc import Callable
 from typing import Any
 
 from . import faults
@@ -44,24 +45,16 @@ def train(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> dict
     try:
         start = run.restore() if resume else 0
         run.write_config()  # only now: a resume that failed to load left the old config.toml as it was
-        log, e, health = run.log, cfg.eval, Health(cfg)
+        health = Health(cfg)
         advantages = partial(batch_advantages, scale=cfg.learner.adv_scale)
         if start == 0 and run.eval_prompts:
-            health.check(0, log.log(0, _timed(run.evaluate, 0, "time/eval")))
+            health.check(0, run.log.log(0, _timed(run.evaluate, 0, "time/eval")))
         for step in range(start + 1, cfg.steps + 1):
             ctx = run.pipeline.context(step, run.learner.policy_version)
             run.reward_stats.reset()
             _, metrics = train_step(run.pipeline, run.learner, ctx, advantages)
             metrics.update(run.reward_stats.metrics())
-            out_of_time = cfg.max_minutes is not None and log.train_wall() >= cfg.max_minutes * 60
-            last = step == cfg.steps or out_of_time
-            if run.eval_prompts and ((e.every and step % e.every == 0) or last):
-                metrics.update(_timed(run.evaluate, step, "time/eval"))
-            row = log.log(step, metrics)
-            faults.point("metrics")
-            run.ledger.record_step(step, row)
-            faults.point("ledger.step")
-            health.check(step, row)
+            last, out_of_time = end_step(run, step, metrics, health)
             if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or last:
                 run.save(step)
             faults.point("step")
@@ -72,6 +65,27 @@ def train(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> dict
     from .summary import summarize_run
 
     return summarize_run(cfg.out)
+
+
+def end_step(run: Any, step: int, metrics: dict[str, float], health: Any,
+             before_log: Callable[[], None] | None = None) -> tuple[bool, bool]:
+    """The end of a step, shared by this loop and the asynchronous trainer (``rollsift.async_train``):
+    evaluate when due (every ``eval.every`` steps and at the last), log the row, record it in the
+    ledger, check the run's health. ``before_log`` runs after evaluation, before the row is written.
+    Returns ``(last, out_of_time)``; checkpointing stays with the caller, whose state differs."""
+    cfg = run.cfg
+    out_of_time = cfg.max_minutes is not None and run.log.train_wall() >= cfg.max_minutes * 60
+    last = step == cfg.steps or out_of_time
+    if run.eval_prompts and ((cfg.eval.every and step % cfg.eval.every == 0) or last):
+        metrics.update(_timed(run.evaluate, step, "time/eval"))
+    if before_log is not None:
+        before_log()
+    row = run.log.log(step, metrics)
+    faults.point("metrics")
+    run.ledger.record_step(step, row)
+    faults.point("ledger.step")
+    health.check(step, row)
+    return last, out_of_time
 
 
 def _timed(fn, step: int, key: str) -> dict[str, float]:

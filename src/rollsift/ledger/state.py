@@ -76,6 +76,17 @@ class UseRow(NamedTuple):
     attempt: int
     live: bool = True
 
+    @property
+    def kind(self) -> str:
+        """``fresh`` (generated for the step that used it), ``carried`` (generated for an earlier step,
+        kept by dynamic sampling or generated ahead by an asynchronous rollout process) or ``replayed``."""
+        return "replayed" if self.replayed else "fresh" if self.group_step == self.step else "carried"
+
+    @property
+    def staleness(self) -> int:
+        """Policy versions the group was behind the trainer that used it."""
+        return self.trainer_version - self.group_version
+
 
 class DecisionRow(NamedTuple):
     step: int

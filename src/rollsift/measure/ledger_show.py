@@ -94,13 +94,18 @@ def summarize(ledger_or_path: LedgerBase | str | Path) -> dict[str, Any]:
     return out
 
 
+def staleness_by_kind(ledger: LedgerBase) -> dict[str, Counter]:
+    """Live use events counted by kind (``UseRow.kind``) and staleness; shared with the report's histogram."""
+    stale: dict[str, Counter] = {"fresh": Counter(), "carried": Counter(), "replayed": Counter()}
+    for u in ledger.uses():
+        stale[u.kind][u.staleness] += 1
+    return stale
+
+
 def _uses(ledger: LedgerBase) -> dict[str, Any]:
     """Groups trained on, by kind (fresh: generated for the step that used it; carried: kept from an
     earlier step by dynamic sampling; replayed), with their staleness (trainer version - group version)."""
-    stale: dict[str, Counter] = {"fresh": Counter(), "carried": Counter(), "replayed": Counter()}
-    for u in ledger.uses():
-        kind = "replayed" if u.replayed else "fresh" if u.group_step == u.step else "carried"
-        stale[kind][u.trainer_version - u.group_version] += 1
+    stale = staleness_by_kind(ledger)
     return {k: {"groups": sum(c.values()), "mean_staleness": _share(sum(v * n for v, n in c.items()), sum(c.values())),
                 "max_staleness": max(c, default=None), "histogram": {str(v): n for v, n in sorted(c.items())}}
             for k, c in stale.items()}

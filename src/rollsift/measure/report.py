@@ -223,17 +223,13 @@ def staleness_counts(run: str | Path) -> dict[str, dict[int, int]] | None:
     (generated for the step that used them), carried groups (generated for an earlier step, kept by
     dynamic sampling) and replayed groups apart; None when the run's ledger has no use events or no
     group was behind (a synchronous run without carry-over or replay has nothing to show)."""
-    from collections import Counter
-
     from ..rundir import RunDir
+    from .ledger_show import staleness_by_kind
 
     rd = RunDir(run)
     if not rd.has_ledger():
         return None
-    counts: dict[str, Counter] = {"fresh": Counter(), "carried": Counter(), "replayed": Counter()}
-    for u in rd.open_ledger().uses():
-        kind = "replayed" if u.replayed else "fresh" if u.group_step == u.step else "carried"
-        counts[kind][u.trainer_version - u.group_version] += 1
+    counts = staleness_by_kind(rd.open_ledger())
     if not any(k > 0 for c in counts.values() for k in c):
         return None
     return {kind: dict(sorted(c.items())) for kind, c in counts.items() if c}

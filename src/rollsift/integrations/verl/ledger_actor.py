@@ -49,6 +49,9 @@ class LedgerServer:
     def record_filter(self, name: str, result: FilterResult, ctx: Context) -> None:
         self.ledger.record_filter(name, result, ctx)
 
+    def record_use(self, groups: Sequence[Group], replayed: Sequence[bool], ctx: Context) -> None:
+        self.ledger.record_use(groups, replayed, ctx)
+
     def record_step(self, step: int, metrics: Mapping[str, float]) -> None:
         self.ledger.record_step(step, metrics)
 
@@ -102,6 +105,10 @@ class LedgerClient:
 
     def record_filter(self, name: str, result: FilterResult, ctx: Context) -> None:
         self._call("record_filter", name, result, ctx)
+
+    def record_use(self, groups: Sequence[Group], replayed: Sequence[bool], ctx: Context) -> None:
+        if groups:
+            self._call("record_use", list(groups), list(replayed), ctx)
 
     def record_step(self, step: int, metrics: Mapping[str, float]) -> None:
         self._call("record_step", int(step), dict(metrics))
