@@ -130,3 +130,14 @@ def test_eta_0_resumes_to_the_uninterrupted_run(tiny_model, tmp_path):
     assert _cli(tiny_model, tmp_path / "killed", 6, extra, resume=True) == 0
     assert_same_run(tmp_path / "straight", tmp_path / "killed")
 
+
+def test_the_trainer_gives_the_callers_cores_back(tiny_model, tmp_path):
+    """train() pins the trainer to one core while the rollout process has the other; a library caller (a
+    notebook, this test session) must not stay pinned afterwards."""
+    import os
+
+    if not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two cores")
+    before = os.sched_getaffinity(0)
+    _train(tiny_model, tmp_path / "run", 2, ["async.enabled=true"])
+    assert os.sched_getaffinity(0) == before

@@ -145,6 +145,8 @@ def train_async(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -
             proc.terminate()
             proc.join(10)
         run.close()
+        if hasattr(os, "sched_setaffinity"):  # the caller (a notebook, a test session) gets its cores back
+            os.sched_setaffinity(0, cores)
     from .summary import summarize_run
 
     return summarize_run(cfg.out)
