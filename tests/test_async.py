@@ -10,10 +10,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rollsift.async_train import may_start
+from rollsift.trainer.async_train import may_start
 from rollsift.config import build_config
 from rollsift.ledger import open_ledger
-from rollsift.runlog import read_metrics
+from rollsift.metrics_file import read_metrics
 from test_train import assert_same_run, overrides, strip_times, train_cli, weights
 
 SHIFTED = ("select/", "prune/", "replay/", "async/", "time/")  # told one batch later, or timings
@@ -27,7 +27,7 @@ def tiny_model() -> str:
 
 
 def _train(model, out, steps, extra=(), resume=False):
-    from rollsift.train import train
+    from rollsift.trainer.train import train
 
     torch.set_num_threads(1)
     return train(build_config(overrides=overrides(model, out, steps, list(extra))), resume=resume)

@@ -313,7 +313,7 @@ def test_two_core_runs_take_both_cores_and_run_alone(tmp_path, monkeypatch):
 
     monkeypatch.setattr(cmp, "_start", start)
     monkeypatch.setattr(cmp, "check_run", lambda cfg: ("train", "no run"))
-    monkeypatch.setattr("rollsift.summary.summarize_run", lambda out: {"eval_best": 0.5, "steps": 1})
+    monkeypatch.setattr("rollsift.trainer.summary.summarize_run", lambda out: {"eval_best": 0.5, "steps": 1})
     preset = Preset("t", "t", "a", (RunSpec("a", ("grpo",)), RunSpec("b", ("grpo",)),
                                     RunSpec("two", ("grpo",), ("threads=2",)), RunSpec("as", ("async",)),
                                     RunSpec("c", ("grpo",))), ("threads=1",))

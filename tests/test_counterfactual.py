@@ -11,7 +11,7 @@ from rollsift.ledger import MemoryLedger, open_ledger
 from rollsift.measure.counterfactual import main, replay
 from rollsift.records import Completion, Context, Decision, Group
 from rollsift.sim.model import prompts_for, synthetic_pool
-from rollsift.sim.run import _parser, run_configs, simulate
+from rollsift.sim.simulate import _parser, run_configs, simulate
 
 
 def _record(ledger, epochs: int, outcomes: dict[str, int], n: int = 8, selections: bool = False) -> None:

@@ -373,10 +373,10 @@ def test_trainer_embeds_with_the_policy_and_resumes_exactly(tmp_path):
 
     from rollsift.config import build_config
     from rollsift.ledger import open_ledger
-    from rollsift.runlog import read_metrics
+    from rollsift.metrics_file import read_metrics
     from rollsift.testbed.model import TinyModelConfig, build_model
     from rollsift.testbed.tokenizer import build_tokenizer
-    from rollsift.train import train
+    from rollsift.trainer.train import train
 
     tok, model = build_tokenizer(), tmp_path / "tiny"
     shape = TinyModelConfig(hidden_size=64, num_layers=1, intermediate_size=64, num_kv_heads=1)
@@ -495,7 +495,7 @@ def _testbed(checkpoint: str, size: int = 2048, seeds: int = 3) -> None:
     from rollsift.generate import HFGenerator
     from rollsift.protocols import SamplingParams
     from rollsift.rewards import MathReward
-    from rollsift.run import load_model
+    from rollsift.trainer.assembly import load_model
     from rollsift.testbed.problems import prompts as testbed_prompts
 
     policy, tok = load_model(checkpoint, torch.device("cpu"))

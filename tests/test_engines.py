@@ -14,7 +14,7 @@ from rollsift.ledger import MemoryLedger
 from rollsift.pipeline import SEEDS, RolloutPipeline, seed_of
 from rollsift.records import Completion, Context, Group
 from rollsift.sim.model import synthetic_pool
-from rollsift.stream import EpochStream
+from rollsift.pipeline.epoch_stream import EpochStream
 
 
 def history(pool, steps: int = 3) -> MemoryLedger:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from rollsift.grpo import group_advantages, policy_loss
+from rollsift.trainer.grpo import group_advantages, policy_loss
 
 f64 = torch.float64
 

@@ -15,7 +15,7 @@ from rollsift.cli import main as cli
 from rollsift.config import build_config
 from rollsift.configlib import ConfigError
 from rollsift.rundir import RunDir, RunDirError
-from rollsift.runlog import read_metrics
+from rollsift.metrics_file import read_metrics
 from test_train import assert_same_run, overrides, weights
 
 
@@ -27,7 +27,7 @@ def tiny_model() -> str:
 
 
 def train(model, out, steps, extra=(), resume=False):
-    from rollsift.train import train as run
+    from rollsift.trainer.train import train as run
 
     torch.set_num_threads(1)
     return run(build_config(overrides=overrides(model, out, steps, extra)), resume=resume)
@@ -97,7 +97,7 @@ def test_a_second_trainer_fails_at_once_naming_the_holder(tiny_model, tmp_path):
 
 # ------------------------------------------------------------------------------ non-finite steps
 def test_nonfinite_steps_are_undone_and_stop_the_run(tiny_model, tmp_path, capsys):
-    from rollsift.health import TrainingDiverged
+    from rollsift.trainer.health import TrainingDiverged
 
     out = tmp_path / "r"
     before = {k: v.clone() for k, v in weights_of(tiny_model).items()}
@@ -126,7 +126,7 @@ def weights_of(model_dir: str) -> dict[str, torch.Tensor]:
 
 
 def test_checkpoint_refuses_nonfinite_weights(tmp_path):
-    from rollsift.checkpoint import CheckpointError, save
+    from rollsift.trainer.checkpoint import CheckpointError, save
     from rollsift.testbed.model import TinyModelConfig, build_model
     from rollsift.testbed.tokenizer import build_tokenizer
 
@@ -140,7 +140,7 @@ def test_checkpoint_refuses_nonfinite_weights(tmp_path):
 
 
 def test_collapse_is_warned(capsys):
-    from rollsift.health import Health
+    from rollsift.trainer.health import Health
 
     h = Health(build_config())
     for step in range(12):
@@ -291,7 +291,7 @@ def test_filter_metrics_belong_to_their_step():
 
 # ------------------------------------------------------------------------------ disk and media
 def test_disk_full_before_a_checkpoint_is_a_clear_error(tiny_model, tmp_path, monkeypatch, capsys):
-    import rollsift.checkpoint as ck
+    import rollsift.trainer.checkpoint as ck
 
     out = tmp_path / "r"
     train(tiny_model, out, 1)

@@ -17,8 +17,9 @@ pytest.importorskip("datasets")
 
 from rollsift.records import Context, Decision, Group, RewardResult, Selection  # noqa: E402
 
-trl_adapter = pytest.importorskip("rollsift.integrations.trl")
-from rollsift.integrations.trl import (  # noqa: E402
+pytest.importorskip("rollsift.integrations.trl")
+trl_adapter = pytest.importorskip("rollsift.integrations.trl.adapter")
+from rollsift.integrations.trl.adapter import (  # noqa: E402
     KEEP_KEY,
     RollsiftConfig,
     RollsiftGRPOTrainer,
@@ -294,7 +295,7 @@ def _comp(pid, i):
 @pytest.mark.parametrize("drop_rows", [True, False])
 def test_filtered_loss_equals_loss_on_kept_rows(tiny_model, dataset, tmp_path, loss_type, filters, drop_rows):
     from rollsift.filters.pods import PODSConfig, PODSFilter
-    from rollsift.grpo import group_advantages
+    from rollsift.trainer.grpo import group_advantages
     from trl import GRPOTrainer
 
     fs = [f if f != "pods" else PODSFilter(PODSConfig(m=2)) for f in filters]
@@ -487,7 +488,7 @@ def test_same_seed_same_decisions_as_rollsifts_own_pipeline(tiny_model, dataset,
 
     from rollsift.pipeline import RolloutPipeline
     from rollsift.records import Candidate, Completion
-    from rollsift.stream import EpochStream
+    from rollsift.pipeline.epoch_stream import EpochStream
 
     def ledger_with_history(pool):
         led = MemoryLedger()

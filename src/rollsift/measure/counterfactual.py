@@ -86,7 +86,7 @@ def replay(ledger: Any, selector: str = "greso", knobs: dict | None = None, seed
     over the live events of ``ledger`` (of its first ``steps`` steps); see the module docstring."""
     from ..config import make_strategy
     from ..ledger import MemoryLedger
-    from ..pipeline import seed_of
+    from ..pipeline.rollout_pipeline import seed_of
     from ..records import Completion, Context, Group, Prompt
 
     sel = make_strategy("selector", {"type": selector, **(knobs or {})}, seed_of("selector", seed))

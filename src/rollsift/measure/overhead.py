@@ -203,7 +203,7 @@ def bench_ledger(args: argparse.Namespace, pool: int = 100_000) -> dict[str, Any
 def step_time(run: str | Path) -> dict[str, Any]:
     """Wall time of a recorded run's training steps and rollsift's own measured share of it
     (``time/select_total + time/ledger_total + time/filter_total`` over ``time/train_wall``)."""
-    from ..runlog import read_metrics
+    from ..metrics_file import read_metrics
 
     rows = [r for r in read_metrics(run) if r.get("step", 0) >= 1 and "time/train_wall" in r]
     if not rows:
@@ -219,7 +219,7 @@ def step_time(run: str | Path) -> dict[str, Any]:
 def measure_step(steps: int) -> dict[str, Any]:
     """Run ``steps`` steps of the default testbed config (GRESO + dynamic sampling, 32 x 8) here."""
     from ..config import build_config
-    from ..train import train
+    from ..trainer.train import train
 
     with tempfile.TemporaryDirectory() as d:
         cfg = build_config([], [f"out={d}", f"steps={steps}", "data.eval=none", "eval.every=0", "log.progress=false",

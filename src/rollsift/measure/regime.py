@@ -19,7 +19,7 @@ def measure_regime(model: str = "testbed", prompts: int = 1024, n: int = 8, seed
     from ..generate import HFGenerator
     from ..protocols import SamplingParams
     from ..rewards import MathReward
-    from ..policy import load_model, resolve_device
+    from ..trainer.policy import load_model, resolve_device
     from ..testbed.problems import prompts as testbed_prompts
 
     policy, tok = load_model(model, resolve_device(device))

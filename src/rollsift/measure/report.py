@@ -265,7 +265,7 @@ def _table(summary: dict[str, Any] | None, runs: Sequence[str | Path], names: Se
     if summary:
         head, rows = headline_rows(summary)
     else:
-        from ..summary import summarize_run
+        from ..trainer.summary import summarize_run
 
         def f(x: Any, fmt: str) -> str:
             return "-" if x is None else fmt.format(x)

@@ -55,7 +55,7 @@ class Session:
     ``tell`` and the metrics, under the same names and seeds as rollsift's own trainer."""
 
     def __init__(self, cfg: Any, selector: Any, ledger: Any, n: int, *, seed: int | None = None) -> None:
-        from ...pipeline import RolloutPipeline
+        from ...pipeline.rollout_pipeline import RolloutPipeline
 
         self.cfg, self.ledger, self.n = cfg, ledger, int(n)
         seed = seed if seed is not None else (getattr(cfg, "seed", None) or 0)

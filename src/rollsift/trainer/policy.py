@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .configlib import ConfigError
+from ..configlib import ConfigError
 
 
 def resolve_device(name: str) -> torch.device:
@@ -27,7 +27,7 @@ def check_model(spec: str) -> str:
     """The directory ``spec`` names ('testbed' or a local path); a clear error, before any loading, if
     it holds no model."""
     if spec == "testbed":
-        from .testbed import base_checkpoint
+        from ..testbed import base_checkpoint
 
         return str(base_checkpoint())
     if not (Path(spec) / "config.json").is_file():
@@ -38,7 +38,7 @@ def check_model(spec: str) -> str:
 
 def load_model(spec: str, device: torch.device):
     """The policy and its tokenizer, without transformers' progress bars."""
-    from .generate.hf import load_policy, quiet_transformers
+    from ..generate.hf import load_policy, quiet_transformers
 
     path = check_model(spec)
     with quiet_transformers():

@@ -36,8 +36,8 @@ def vote(answers: Sequence[str | None], weights: Sequence[float] | None = None) 
 
 
 def main(args: Any) -> int:
-    from .configlib import ConfigError
-    from .policy import check_model, resolve_device
+    from ..configlib import ConfigError
+    from ..trainer.policy import check_model, resolve_device
 
     # everything that can be wrong is checked before a model is loaded or a token generated
     if args.vote == "quality" and not args.head:
@@ -58,11 +58,11 @@ def main(args: Any) -> int:
 
     import torch
 
-    from .evaluate import evaluate
-    from .generate import HFGenerator
-    from .policy import load_model
-    from .protocols import SamplingParams
-    from .rewards import MathReward, extract_answer
+    from ..trainer.evaluation import evaluate
+    from ..generate import HFGenerator
+    from ..trainer.policy import load_model
+    from ..protocols import SamplingParams
+    from ..rewards import MathReward, extract_answer
 
     model, tok = load_model(args.model, device)
     gen = HFGenerator(model, tok, max_batch_rows=256, seed=args.seed)
@@ -77,7 +77,7 @@ def main(args: Any) -> int:
             gen.reseed(args.seed + 1)
             weigh: Callable | None = None
             if args.vote == "quality":
-                from .prune.quality_head import load_head
+                from ..prune.quality_head import load_head
 
                 head = load_head(args.head, model)
                 weigh = lambda p, comps: head.score_completions(p, comps, gen)
@@ -149,18 +149,18 @@ class _progress:
 
 
 def _as_completion(prompt, answer: str):
-    from .records import Completion
+    from ..records import Completion
 
     return Completion(prompt_id=prompt.id, index=0, token_ids=(), text=f"\\boxed{{{answer}}}")
 
 
 def _prompts(source: str, size: int | None):
     if source == "testbed":
-        from .testbed.problems import prompts
+        from ..testbed.problems import prompts
 
         out = prompts("eval")
     else:
-        from .data import load_prompts
+        from ..data import load_prompts
 
         out = load_prompts(source).prompts
     return out[:size] if size else out

@@ -58,8 +58,8 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from ..configlib import ConfigError, doc
-from ..records import LENGTH, STOP, Candidate, Completion, Context, Group, Prompt
+from ...configlib import ConfigError, doc
+from ...records import LENGTH, STOP, Candidate, Completion, Context, Group, Prompt
 
 SUPPORTED_TRL_VERSIONS = ("1.16.0",)
 VERSION_OVERRIDE_ENV = "ROLLSIFT_TRL_UNSUPPORTED_OK"
@@ -93,7 +93,7 @@ _PER_ROW = {"prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "a
             "ref_per_token_logps", "sampling_per_token_logps", "importance_sampling_ratio", "tool_mask",
             "token_type_ids", "mm_token_type_ids"}
 _SCALAR = {"num_items_in_batch"}
-from .trl_data import _TRL_REWARD_KWARGS, RollsiftReward, _prompt_record, content_id, to_trl_dataset  # noqa: E402,F401
+from .data import _TRL_REWARD_KWARGS, RollsiftReward, _prompt_record, content_id, to_trl_dataset  # noqa: E402,F401
 
 
 @dataclass
@@ -135,7 +135,7 @@ class RollsiftConfig:
 def _open_ledger(spec: Any, is_main: bool) -> Any:
     if spec is not None and not isinstance(spec, (str, os.PathLike)):
         return spec
-    from ..ledger import MemoryLedger, open_ledger
+    from ...ledger import MemoryLedger, open_ledger
 
     return open_ledger(spec) if spec is not None and is_main else MemoryLedger()
 
@@ -149,7 +149,7 @@ class TRLRollsift:
     filter chain, the accounting and the strategies' seeds are rollsift's ``RolloutPipeline``'s."""
 
     def __init__(self, trainer: GRPOTrainer, cfg: RollsiftConfig) -> None:
-        from ..pipeline import RolloutPipeline
+        from ...pipeline.rollout_pipeline import RolloutPipeline
 
         self.t, self.cfg = trainer, cfg
         args = trainer.args

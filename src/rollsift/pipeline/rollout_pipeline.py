@@ -22,12 +22,12 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from . import faults
-from .errors import UserError
-from .protocols import Generator, GroupFilter, Ledger, PromptSelector, RefillPolicy, RolloutPruner, SamplingParams
-from .records import Candidate, Completion, Context, Group, Prompt, RewardResult, TrainBatch
-from .selection import SelectionWalk
-from .stream import EpochStream
+from .. import faults
+from ..errors import UserError
+from ..protocols import Generator, GroupFilter, Ledger, PromptSelector, RefillPolicy, RolloutPruner, SamplingParams
+from ..records import Candidate, Completion, Context, Group, Prompt, RewardResult, TrainBatch
+from .prompt_walk import SelectionWalk
+from .epoch_stream import EpochStream
 
 ScoreFn = Callable[[Prompt, Sequence[Completion]], Sequence[RewardResult]]
 
@@ -112,8 +112,8 @@ class RolloutPipeline:
         registry name or a ready strategy object. ``bind``: resources for ``bind(...)`` hooks
         (``model``, ``tokenizer``, ``encode``, ``out``, ``device``); None leaves binding to the caller.
         """
-        from .config import make_strategy
-        from .replay import FifoReplayBuffer
+        from ..config import make_strategy
+        from .replay_buffer import FifoReplayBuffer
 
         def get(name: str, default: Any = None) -> Any:
             return override[name] if name in override else getattr(cfg, name, default)

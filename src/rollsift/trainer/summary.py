@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-from .rundir import RunDir
+from ..rundir import RunDir
 
 SPLIT = ("time/select", "time/generate", "time/score", "time/ledger", "time/filter", "time/train", "time/eval")
 

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .records import Group
+from ..records import Group
 
 
 class FifoReplayBuffer:

@@ -165,7 +165,7 @@ def simulate(cfg: Any, prompts: list, base_model: Any, lr: float, embeddings: np
     per-step series. The loop is ``rollsift.train``'s with the simulated generator and learner.
     ``ledger``: where the events go (default: the derived state only, in memory, see ``_sim_ledger``).
     ``progress(step)`` is called after every step."""
-    from ..pipeline import RolloutPipeline, train_step
+    from ..pipeline.rollout_pipeline import RolloutPipeline, train_step
     from .model import SimGenerator, SimLearner, sim_score
 
     model = base_model.fresh()

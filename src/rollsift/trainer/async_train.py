@@ -53,8 +53,8 @@ from typing import Any
 
 import torch
 
-from .config import RunConfig
-from .errors import UserError
+from ..config import RunConfig
+from ..errors import UserError
 
 
 class AsyncError(UserError):
@@ -65,12 +65,12 @@ class AsyncError(UserError):
 
 # ---------------------------------------------------------------------- the trainer (this process)
 def train_async(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
-    from . import faults
-    from .configlib import to_dict
+    from .. import faults
+    from ..configlib import to_dict
     from .health import Health
     from .learner import batch_advantages
-    from .records import Context, TrainBatch
-    from .run import build
+    from ..records import Context, TrainBatch
+    from .assembly import build
     from .train import _timed, end_step  # the synchronous loop's evaluation, logging and health checks
 
     eta = cfg.async_.max_staleness
@@ -245,14 +245,14 @@ def _produce(cfg_data: dict, shared: dict, counters: Any, lock: Any, q: Any, sta
 
     import numpy as np
 
-    from . import faults
-    from .generate import HFGenerator
-    from .ledger import open_ledger
-    from .pipeline import RolloutPipeline, seed_of
+    from .. import faults
+    from ..generate import HFGenerator
+    from ..ledger import open_ledger
+    from ..pipeline.rollout_pipeline import RolloutPipeline, seed_of
     from .policy import load_model, resolve_device
-    from .rewards import MathReward, RewardStats, score_group
-    from .run import load_data
-    from .rundir import RunDir
+    from ..rewards import MathReward, RewardStats, score_group
+    from .assembly import load_data
+    from ..rundir import RunDir
 
     cfg = RunConfig.from_data(cfg_data)
     eta = cfg.async_.max_staleness

@@ -6,7 +6,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .records import Candidate, Prompt
+from ..records import Candidate, Prompt
 
 
 class EpochStream:

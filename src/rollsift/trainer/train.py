@@ -26,15 +26,15 @@ from functools import partial
 from collections.abc import Callable
 from typing import Any
 
-from . import faults
-from .config import RunConfig
+from .. import faults
+from ..config import RunConfig
 from .learner import batch_advantages
-from .pipeline import train_step
+from ..pipeline.rollout_pipeline import train_step
 
 
 def train(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
     from .health import Health
-    from .run import build
+    from .assembly import build
 
     if cfg.async_.enabled:  # generation and training in two processes (rollsift.async_train)
         from .async_train import train_async

@@ -19,13 +19,13 @@ import numpy as np
 import torch
 
 from . import checkpoint
-from .config import RunConfig
-from .configlib import ConfigError, dumps_toml, to_dict
-from .pipeline import RolloutPipeline, seed_of
+from ..config import RunConfig
+from ..configlib import ConfigError, dumps_toml, to_dict
+from ..pipeline.rollout_pipeline import RolloutPipeline, seed_of
 from .policy import check_model, load_model, resolve_device
-from .records import Prompt
-from .rundir import RunDir, RunDirError
-from .runlog import RunLog
+from ..records import Prompt
+from ..rundir import RunDir, RunDirError
+from ..metrics_file import RunLog
 
 # Keys a resumed run may change: they steer the loop, logging and evaluation, not the state it
 # restores (evaluation draws from its own seeds and restores the sampler's state afterwards). The
@@ -45,11 +45,11 @@ def load_data(cfg: RunConfig) -> tuple[list[Prompt], list[Prompt]]:
         if source == "none":
             return []
         if source == "testbed":
-            from .testbed.problems import prompts
+            from ..testbed.problems import prompts
 
             out = prompts(split)
         else:
-            from .data import load_prompts
+            from ..data import load_prompts
 
             out = load_prompts(source, style=d.style, on_error=d.on_error).prompts
         return out[:size] if size else out
@@ -64,7 +64,7 @@ def check_resume_config(saved: dict | None, cfg: RunConfig) -> None:
     """Refuse a resume whose config changes what the saved state depends on, naming the keys."""
     if saved is None:
         return
-    from .configlib import loads_toml
+    from ..configlib import loads_toml
 
     try:  # read back as a RunConfig: keys a later rollsift added take their defaults
         saved = loads_toml(dumps_toml(to_dict(RunConfig.from_data(saved))))
@@ -115,12 +115,12 @@ class Run:
     restored_state: Any = None  # the checkpoint state restore() loaded (None for a fresh start)
 
     def score(self, prompt, completions):
-        from .rewards import score_group
+        from ..rewards import score_group
 
         return score_group(self.reward, prompt, completions, stats=self.reward_stats)
 
     def evaluate(self, step: int) -> dict[str, float]:
-        from .evaluate import evaluate
+        from .evaluation import evaluate
 
         e = self.cfg.eval
         return evaluate(
@@ -189,10 +189,10 @@ class Run:
 
 
 def build(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> Run:
-    from .generate import HFGenerator
-    from .ledger import open_ledger
+    from ..generate import HFGenerator
+    from ..ledger import open_ledger
     from .learner import PolicyLearner
-    from .rewards import MathReward, RewardStats
+    from ..rewards import MathReward, RewardStats
 
     rundir = RunDir(cfg.out)
     if resume and not rundir.has_run():
@@ -242,7 +242,7 @@ def build(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> Run:
 def _open_run_ledger(rundir: RunDir, resume: bool) -> Any:
     import sqlite3
 
-    from .ledger import open_ledger
+    from ..ledger import open_ledger
 
     try:
         return open_ledger(rundir.ledger_path)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from typing import Any, Mapping
 
-from .errors import UserError
+from ..errors import UserError
 
 
 class TrainingDiverged(UserError, RuntimeError):

@@ -32,8 +32,8 @@ from collections import deque
 from dataclasses import replace
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from .protocols import LedgerView, PromptSelector
-from .records import Candidate, Context, Decision, Prompt
+from ..protocols import LedgerView, PromptSelector
+from ..records import Candidate, Context, Decision, Prompt
 
 COUNTERS = ("select/examined", "select/skipped", "select/filled", "select/deferred", "time/select")
 FILL = "fill"

@@ -29,9 +29,9 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from .config import LearnerConfig
+from ..config import LearnerConfig
 from .grpo import group_advantages, policy_loss
-from .records import TrainBatch
+from ..records import TrainBatch
 
 
 @dataclass(eq=False)

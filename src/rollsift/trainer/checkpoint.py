@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import faults
-from .errors import UserError
+from .. import faults
+from ..errors import UserError
 
 LATEST = "latest"
 STATE = "state.pt"
@@ -67,7 +67,7 @@ def save(out: str | Path, step: int, model, tokenizer, state: dict[str, Any], ke
         raise CheckpointError(f"step {step}: {free / 2**20:.0f} MiB free under {root}, a checkpoint needs about "
                               f"{need / 2**20:.0f} MiB; free some space and resume (--resume) from the last checkpoint")
     shutil.rmtree(tmp, ignore_errors=True)
-    from .generate.hf import quiet_transformers
+    from ..generate.hf import quiet_transformers
 
     try:
         with quiet_transformers():

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, Callable, Sequence
 
-from .protocols import SamplingParams
-from .records import Completion, Prompt, RewardResult
+from ..protocols import SamplingParams
+from ..records import Completion, Prompt, RewardResult
 
 
 def evaluate(

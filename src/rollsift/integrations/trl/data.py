@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from ..data import content_id as data_content_id
-from ..records import Completion, Prompt, RewardResult
+from ...data import content_id as data_content_id
+from ...records import Completion, Prompt, RewardResult
 
 # Keyword arguments TRL passes to every reward function besides the dataset columns.
 _TRL_REWARD_KWARGS = {"trainer_state", "log_extra", "log_metric", "environments", "completion_ids"}
@@ -26,7 +26,7 @@ class RollsiftReward:
     def __init__(self, reward_fn: Any = None, *, answer_column: str = "answer", id_column: str = "id",
                  name: str | None = None) -> None:
         if reward_fn is None:
-            from ..rewards import MathReward
+            from ...rewards import MathReward
 
             reward_fn = MathReward()
         if not callable(reward_fn):
