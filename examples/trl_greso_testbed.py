@@ -62,7 +62,7 @@ def main() -> None:
     per = f"{t['rollouts'] / t['informative_groups']:.1f}" if t["informative_groups"] else "n/a"
     print(f"\n{t['rollouts']} rollouts, {t['groups']} groups, {t['informative_groups']} informative "
           f"({per} rollouts per informative group); "
-          f"GRESO skipped {skipped} candidates; p_easy={rs.selector.p_easy:.2f} p_hard={rs.selector.p_hard:.2f}")
+          f"GRESO skipped {skipped} candidates; p_easy={rs.pipeline.selector.p_easy:.2f} p_hard={rs.pipeline.selector.p_hard:.2f}")
     print(f"ledger: {out / 'ledger.sqlite'}  (rollsift ledger show {out})")
 
 

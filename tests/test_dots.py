@@ -21,8 +21,7 @@ import torch
 from rollsift.configlib import ConfigError
 from rollsift.ledger import MemoryLedger
 from rollsift.pipeline import RolloutPipeline
-from rollsift.protocols import SamplingParams
-from rollsift.records import Completion, Context, Group, Prompt, TrainBatch
+from rollsift.records import Completion, Context, Group, Prompt, SamplingParams, TrainBatch
 from rollsift.select import dots_predictor as dp
 from rollsift.select.dots import DotsConfig, DotsSelector, target_sample
 from rollsift.select.uniform import UniformSelector
@@ -493,7 +492,7 @@ def _sim(ref_size: int = 48, steps: int = 10, seeds: int = 3) -> None:
 def _testbed(checkpoint: str, size: int = 2048, seeds: int = 3) -> None:
     """Held-out correlation with the testbed policy's own embeddings and its observed success."""
     from rollsift.generate import HFGenerator
-    from rollsift.protocols import SamplingParams
+    from rollsift.records import SamplingParams
     from rollsift.rewards import MathReward
     from rollsift.trainer.assembly import load_model
     from rollsift.testbed.problems import prompts as testbed_prompts

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from rollsift.generate import HFGenerator, load_policy
-from rollsift.protocols import Generator, SamplingParams
-from rollsift.records import Context, Prompt
+from rollsift.protocols import Generator
+from rollsift.records import Context, Prompt, SamplingParams
 from rollsift.testbed.tokenizer import build_tokenizer
 
 TEXTS = ["1+2", "37+48*3-9", "5", "99*9-1+2", "12*3"]

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from rollsift.configlib import ConfigError
-from rollsift.protocols import PromptArrays
-from rollsift.records import Completion, Context, Group, Prompt
+from rollsift.records import Completion, Context, Group, Prompt, PromptArrays
 from rollsift.select.greso import GresoConfig, GresoSelector
 
 

@@ -164,7 +164,7 @@ def test_resume_equals_uninterrupted(tiny_model, dataset, tmp_path):
     assert [(g.step, g.prompt_id, g.n_correct) for g in la.groups()] == \
            [(g.step, g.prompt_id, g.n_correct) for g in lb.groups()]
     assert [d[:6] for d in la.decisions()] == [d[:6] for d in lb.decisions()]
-    assert resumed.rollsift.selector.state_dict()["p_hard"] == straight.rollsift.selector.state_dict()["p_hard"]
+    assert resumed.rollsift.pipeline.selector.state_dict()["p_hard"] == straight.rollsift.pipeline.selector.state_dict()["p_hard"]
 
 
 @pytest.mark.slow
@@ -308,7 +308,7 @@ def test_filtered_loss_equals_loss_on_kept_rows(tiny_model, dataset, tmp_path, l
     groups = _groups(rs.pool, [(1, 0, 0, 1), (0, 0, 0, 0), (1, 1, 0, 1), (1, 1, 1, 1)])
     full, rewards = _batch(trainer, groups)
     kept = groups
-    for f in rs.filters:
+    for f in rs.pipeline.filters:
         kept = list(f.apply(kept, Context(step=0, n=G)).kept)
     filtered = rs._apply_keep(full, groups, kept, rewards[:, None])
     keep = filtered[KEEP_KEY]
@@ -381,7 +381,7 @@ def test_skipped_prompts_are_replaced_from_the_stream(tiny_model, dataset, tmp_p
     trainer = make_trainer(tiny_model, dataset, tmp_path)
     rs = trainer.rollsift
     pool = rs.pool
-    rs.selector = SkipIds({pool[0].id, pool[1].id})
+    rs.pipeline.selector = SkipIds({pool[0].id, pool[1].id})
     m = {}
     chosen, epochs = rs._select(pool[:4], Context(step=0, n=G), m)
     assert len(chosen) == 4 and len({p.id for p in chosen}) == 4
@@ -389,7 +389,7 @@ def test_skipped_prompts_are_replaced_from_the_stream(tiny_model, dataset, tmp_p
     assert not {pool[0].id, pool[1].id} & {p.id for p in chosen}
     assert m["select/skipped"] >= 2 and m["select/replaced"] == 2 and m["select/filled"] == 0
 
-    rs.selector = SkipIds({p.id for p in pool})  # skips everything: the batch is filled, not short
+    rs.pipeline.selector = SkipIds({p.id for p in pool})  # skips everything: the batch is filled, not short
     chosen, _ = rs._select(pool[:4], Context(step=1, n=G), m)
     assert [p.id for p in chosen] == [p.id for p in pool[:4]] and m["select/filled"] == 4
     fills = [d for d in rs.ledger.decisions() if d.reason == "fill"]
@@ -469,15 +469,15 @@ def test_state_round_trip(tiny_model, dataset, tmp_path):
     trainer = make_trainer(tiny_model, dataset, tmp_path, rollsift=RollsiftConfig(selector="greso",
                                                                                  ledger=MemoryLedger()))
     rs = trainer.rollsift
-    rs.generation, rs.selector.p_hard = 5, 0.3
-    rs.stream.consume(3)
-    draw = copy.deepcopy(rs.selector.rng).random()
+    rs.generation, rs.pipeline.selector.p_hard = 5, 0.3
+    rs.pipeline.stream.consume(3)
+    draw = copy.deepcopy(rs.pipeline.selector.rng).random()
     rs.save(tmp_path / "ck")
     other = make_trainer(tiny_model, dataset, tmp_path, rollsift=RollsiftConfig(selector="greso",
                                                                                ledger=MemoryLedger()))
     other.rollsift.load(tmp_path / "ck")
-    assert other.rollsift.generation == 5 and other.rollsift.selector.p_hard == 0.3
-    assert other.rollsift.stream.pos == 3 and other.rollsift.selector.rng.random() == draw
+    assert other.rollsift.generation == 5 and other.rollsift.pipeline.selector.p_hard == 0.3
+    assert other.rollsift.pipeline.stream.pos == 3 and other.rollsift.pipeline.selector.rng.random() == draw
     assert other.rollsift.ledger.attempts()[-1] == (1, 4)  # events after generation 4 are rolled back
 
 
@@ -514,8 +514,8 @@ def test_same_seed_same_decisions_as_rollsifts_own_pipeline(tiny_model, dataset,
     for step in (3, 4):
         ctx = Context(step=step, epoch=0, n=G)
         got, _ = rs._select(cands, ctx, {})
-        want = pipe.select(B, ctx, draw=draw, fill=True, fill_first=[Candidate(p, 0) for p in cands])
-        pipe.walk.pending = deque(c for c in pipe.walk.pending if c.ref != "host")  # as the adapter does
+        want = pipe.walk.stream(B, ctx, draw, fill=True, fill_first=[Candidate(p, 0) for p in cands])
+        pipe.walk.pending = deque(c for c in pipe.walk.pending if c.ref != "host")  # as select(host=...) does
         host.extend(Candidate(p, 0, "host") for p in cands)
         assert [p.id for p in got] == [c.prompt.id for c in want]
     a = [(d.prompt_id, d.kept, d.reason) for d in rs.ledger.decisions()]
@@ -536,7 +536,7 @@ def test_dots_runs_under_trl_and_report_reads_the_ledger(tiny_model, dataset, tm
     trainer = make_trainer(tiny_model, dataset, tmp_path, rollsift=cfg, steps=3)
     trainer.train()
     trainer.rollsift.ledger.close()
-    assert trainer.rollsift.selector.emb is not None
+    assert trainer.rollsift.pipeline.selector.emb is not None
     assert report_main([str(run), "--out", str(tmp_path / "rep")]) == 0
     page = (tmp_path / "rep" / "report.html").read_text()
     assert "Zero-variance share" in page and "Outcome heat map" in page

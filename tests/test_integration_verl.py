@@ -499,7 +499,7 @@ def test_rollsift_trainer_pool_selector_with_probes(cluster, assets, tmp_path):
                      "+trainer.v1.sampler.sampler_kwargs.selector.type=uniform",
                      "+trainer.v1.sampler.sampler_kwargs.ledger.backend=driver")
     trainer = make_trainer(RollsiftTrainerSync, config, tmp_path)
-    sel = trainer.rollsift.selector = ProbingPoolSelector()
+    sel = trainer.rollsift.pipeline.selector = ProbingPoolSelector()
     steps = run_steps(trainer, 2, tq)
     for batch, m in steps:
         assert len({k.split("_")[0] for k in batch.keys}) == B and m["select/probe_groups"] == 2

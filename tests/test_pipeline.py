@@ -10,8 +10,7 @@ from rollsift.filters.dynamic import DynamicSamplingConfig, DynamicSamplingFilte
 from rollsift.filters.pods import PODSConfig, PODSFilter
 from rollsift.ledger import MemoryLedger
 from rollsift.pipeline import RolloutPipeline, RoundCapError
-from rollsift.protocols import SamplingParams
-from rollsift.records import Context, TrainBatch
+from rollsift.records import Context, SamplingParams, TrainBatch
 from rollsift.pipeline.replay_buffer import FifoReplayBuffer
 from rollsift.select.greso import GresoConfig, GresoSelector
 from rollsift.select.uniform import UniformSelector

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from rollsift.configlib import ConfigError
 from rollsift.generate import HFGenerator
-from rollsift.protocols import RolloutPruner, SamplingParams
+from rollsift.protocols import RolloutPruner
+from rollsift.records import SamplingParams
 from rollsift.prune.head import (
     auc,
     choose_survivors,

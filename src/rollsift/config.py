@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Literal, Optional
 
 from .configlib import ConfigError, check_positive, check_range, doc, from_dict, load_class
+from .records import SamplingParams
 
 # name -> "module:ConfigClass"; the config class names its strategy class in ``strategy``.
 SELECTORS = {
@@ -98,13 +99,6 @@ def fold_filter_tables(data: dict) -> dict:
     if "filters" in data or any(isinstance(e, dict) and len(e) > 1 for e in entries):
         data["filters"] = entries
     return data
-
-
-@dataclass
-class SamplingConfig:
-    temperature: float = doc("Sampling temperature for training rollouts (1.0 = the policy as is).", 1.0)
-    top_p: float = doc("Nucleus sampling mass kept; 1.0 disables top-p.", 1.0)
-    max_new_tokens: int = doc("Length limit of a completion, in tokens.", 64)
 
 
 @dataclass
@@ -213,7 +207,7 @@ class RunConfig:
     batch_size: int = doc("Prompts (groups) trained on per step.", 32)
     n: int = doc("Rollouts per prompt (the group size).", 8)
     checkpoint_every: int = doc("Save a resumable checkpoint every this many steps (0 = only at the end).", 10)
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    sampling: SamplingParams = field(default_factory=SamplingParams)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     data: DataConfig = field(default_factory=DataConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

@@ -7,7 +7,6 @@ randomness comes from its own seeded generator, which is part of its state.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, runtime_checkable
 
 from .records import (
@@ -16,9 +15,12 @@ from .records import (
     Decision,
     FilterResult,
     Group,
+    PartialBatch,
     Prompt,
+    PromptArrays,
     PromptStats,
     RewardResult,
+    SamplingParams,
     Selection,
     TrainBatch,
 )
@@ -39,22 +41,7 @@ class LedgerView(Protocol):
 
     def get(self, prompt_id: str) -> PromptStats: ...
 
-    def lookup(self, prompt_ids: Sequence[str]) -> "PromptArrays": ...
-
-
-@dataclass(frozen=True)
-class PromptArrays:
-    """Vectorised ``PromptStats`` for many prompts at once (all arrays [P], numpy).
-
-    ``last_accuracy`` is NaN for prompts never rolled out.
-    """
-
-    rollouts: Any
-    skips: Any
-    last_accuracy: Any
-    last_step: Any
-    trailing_all_correct: Any
-    trailing_all_wrong: Any
+    def lookup(self, prompt_ids: Sequence[str]) -> PromptArrays: ...
 
 
 @runtime_checkable
@@ -149,24 +136,6 @@ class GroupFilter(Stateful, Protocol):
     def apply(self, groups: Sequence[Group], ctx: Context) -> FilterResult: ...
 
 
-@dataclass
-class PartialBatch:
-    """What a pruner sees of the rollouts in flight, every ``poll_every`` tokens.
-
-    Rows are completions; ``group_of[r]`` is the prompt group of row r (index into the prompts).
-    ``token_ids`` [R, t] holds the tokens generated so far (right-padded), ``active`` [R] marks rows
-    still generating, ``hidden`` [R, H] is the policy's last-layer hidden state at each row's last
-    generated token (present when the pruner asked for hidden states).
-    """
-
-    step_tokens: int
-    group_of: Any
-    token_ids: Any
-    lengths: Any
-    active: Any
-    hidden: Any = None
-
-
 @runtime_checkable
 class RolloutPruner(Stateful, Protocol):
     """Stops rollouts during generation.
@@ -183,28 +152,6 @@ class RolloutPruner(Stateful, Protocol):
     def prune(self, partial: PartialBatch, ctx: Context) -> Any: ...
 
     def observe(self, groups: Sequence[Group], ctx: Context) -> None: ...
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """How completions are sampled.
-
-    temperature: softmax temperature (0 means greedy).
-    top_p: nucleus mass kept (1.0 keeps all).
-    max_new_tokens: per-completion length limit.
-    """
-
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int = 64
-
-    def __post_init__(self) -> None:
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
 
 
 @runtime_checkable

@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
+from .configlib import doc
+
 # Completion.status values.
 STOP = "stop"  # ended with EOS
 LENGTH = "length"  # hit max_new_tokens
@@ -190,7 +192,7 @@ class Candidate:
     """A prompt offered to a selector, with the pass over the pool (``epoch``) it belongs to.
 
     ``ref`` is the engine's handle on the prompt's row (verl: its place in a dataloader chunk);
-    the selection walk carries it through untouched.
+    the prompt walk carries it through untouched.
     """
 
     prompt: Prompt
@@ -264,3 +266,63 @@ class Context:
     def __post_init__(self) -> None:
         if self.purpose not in PURPOSES:
             raise ValueError(f"Context.purpose must be one of {PURPOSES}, got {self.purpose!r}")
+
+
+
+def zero_variance_share(groups: Sequence[Group]) -> float:
+    """The share of ``groups`` whose completions are all correct or all wrong (0.0 for none): the one
+    definition behind ``step/zero_variance_frac``, ``batch/zero_variance_frac``, the refill's sizing
+    rate and the adapters' figures."""
+    groups = list(groups)
+    return sum(g.is_zero_variance for g in groups) / len(groups) if groups else 0.0
+
+
+# ---------------------------------------------------------------------- plain records the protocols pass
+@dataclass(frozen=True)
+class PromptArrays:
+    """Vectorised ``PromptStats`` for many prompts at once (all arrays [P], numpy).
+
+    ``last_accuracy`` is NaN for prompts never rolled out.
+    """
+
+    rollouts: Any
+    skips: Any
+    last_accuracy: Any
+    last_step: Any
+    trailing_all_correct: Any
+    trailing_all_wrong: Any
+
+
+@dataclass
+class PartialBatch:
+    """What a pruner sees of the rollouts in flight, every ``poll_every`` tokens.
+
+    Rows are completions; ``group_of[r]`` is the prompt group of row r (index into the prompts).
+    ``token_ids`` [R, t] holds the tokens generated so far (right-padded), ``active`` [R] marks rows
+    still generating, ``hidden`` [R, H] is the policy's last-layer hidden state at each row's last
+    generated token (present when the pruner asked for hidden states).
+    """
+
+    step_tokens: int
+    group_of: Any
+    token_ids: Any
+    lengths: Any
+    active: Any
+    hidden: Any = None
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How completions are sampled: the run config's ``[sampling]`` table and what generators receive."""
+
+    temperature: float = doc("Sampling temperature for training rollouts (1.0 = the policy as is; 0 = greedy).", 1.0)
+    top_p: float = doc("Nucleus sampling mass kept; 1.0 disables top-p.", 1.0)
+    max_new_tokens: int = doc("Length limit of a completion, in tokens.", 64)
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")

@@ -41,6 +41,7 @@ BAD_KNOBS: dict[str, dict[str, Any]] = {
     "greso": {"p_easy": 2.0, "min_p": -0.1, "floor": 1.5},
     "dots": {"tau": 0.0, "mu": 0, "ref_size": 2},
     "posterior": {"max_lost": 1.5, "half_life": 0.0, "floor": -0.1, "prior": "flat"},
+    "learned": {"max_lost": 1.5, "half_life": 0.0, "floor": 0.0, "ridge": -1.0, "weighting": "aipw"},
     "dynamic": {"max_rounds": 0, "overshoot": 0.5},
     "pods": {"m": 1, "rule": "best"},
     "quality_head": {"over_sample": 0.5, "checkpoint": 0},
@@ -187,7 +188,7 @@ def check_selector(spec: Any, *, bad_knobs: Mapping[str, Any] | None = None, poo
 def _groups(pool, model, n: int, seed: int, step: int):
     from .records import Group
     from .sim.model import SimGenerator, sim_score
-    from .protocols import SamplingParams
+    from .records import SamplingParams
 
     outs = SimGenerator(model, seed=seed + step).generate(pool, n, SamplingParams())
     return [Group(p, tuple(c), tuple(r.reward for r in sim_score(p, c)), tuple(r.correct for r in sim_score(p, c)),
@@ -243,7 +244,7 @@ def check_pruner(spec: Any, *, bad_knobs: Mapping[str, Any] | None = None, steps
     from .ledger import MemoryLedger
     from .pipeline.rollout_pipeline import RolloutPipeline
     from .trainer.policy import load_model
-    from .protocols import SamplingParams
+    from .records import SamplingParams
     from .rewards import MathReward, score_group
     from .testbed.problems import prompts
 

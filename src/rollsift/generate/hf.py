@@ -30,8 +30,8 @@ from typing import Any, Mapping, Sequence
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
-from ..protocols import PartialBatch, RolloutPruner, SamplingParams
-from ..records import LENGTH, PRUNED, STOP, Completion, Context, Prompt
+from ..protocols import RolloutPruner
+from ..records import LENGTH, PRUNED, STOP, Completion, Context, PartialBatch, Prompt, SamplingParams
 
 _RUNNING, _STOP, _LENGTH, _PRUNED = 0, 1, 2, 3
 

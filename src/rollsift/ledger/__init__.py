@@ -14,10 +14,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from .memory import MemoryLedger
-from .sqlite import SqliteLedger
-from .state import PURPOSES, DecisionRow, FilterRow, GroupRow, LedgerBase, PromptState, StepRow, UseRow
+from .sqlite import LedgerFullError, SqliteLedger
+from ..records import PURPOSES
+from .rows import DecisionRow, FilterRow, GroupRow, StepRow, UseRow
+from .state import LedgerBase, PromptState
 
-__all__ = ["open_ledger", "MemoryLedger", "SqliteLedger", "LedgerBase", "PromptState", "GroupRow",
+__all__ = ["open_ledger", "MemoryLedger", "SqliteLedger", "LedgerFullError", "LedgerBase", "PromptState", "GroupRow",
            "DecisionRow", "FilterRow", "StepRow", "UseRow", "PURPOSES"]
 
 

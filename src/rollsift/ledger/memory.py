@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any, Iterator, Sequence
 
-from .state import COLUMNS, LedgerBase, cutoffs
+from .rows import COLUMNS, cutoffs
+from .state import LedgerBase
 
 
 class MemoryLedger(LedgerBase):

@@ -23,7 +23,8 @@ import urllib.parse
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from .state import COLUMNS, LedgerBase, _json_default
+from .rows import COLUMNS
+from .state import LedgerBase, _json_default
 
 SCHEMA_VERSION = 1
 TABLES = {"groups": "group_events", "selections": "selection_events", "filters": "filter_events",

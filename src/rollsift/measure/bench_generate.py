@@ -46,7 +46,7 @@ def run_bench(argv: list[str] | None = None) -> dict:
     args = _parser().parse_args(argv)
     import torch
 
-    from ..protocols import SamplingParams
+    from ..records import SamplingParams
     from ..testbed.problems import prompts as testbed_prompts
     from ..generate.hf import HFGenerator, load_policy
 

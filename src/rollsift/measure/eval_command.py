@@ -61,7 +61,7 @@ def main(args: Any) -> int:
     from ..trainer.evaluation import evaluate
     from ..generate import HFGenerator
     from ..trainer.policy import load_model
-    from ..protocols import SamplingParams
+    from ..records import SamplingParams
     from ..rewards import MathReward, extract_answer
 
     model, tok = load_model(args.model, device)

@@ -21,7 +21,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..ledger.state import PURPOSES, LedgerBase
+from ..ledger import LedgerBase
+from ..records import PURPOSES
 
 EASY, HARD, MIXED = "easy", "hard", "mixed"
 

@@ -13,7 +13,7 @@ class EpochStream:
     """Yields the pool in a fresh random order each epoch.
 
     The order of epoch ``e`` is a pure function of ``(seed, e)``, so the state is two integers.
-    ``draw(k)`` hands out the next candidates, tagged with their epoch; the selection walk keeps
+    ``draw(k)`` hands out the next candidates, tagged with their epoch; the prompt walk keeps
     what it drew and did not examine (``rollsift.selection``).
     """
 

@@ -1,4 +1,4 @@
-"""The selection walk: which prompts a step rolls out, written once for every engine.
+"""The prompt walk: which prompts a step rolls out, written once for every engine.
 
 rollsift's own trainer, the TRL adapter and the verl adapter all ask their selector through this
 walk, so the rules below, the counters and the metric names are the same everywhere.
@@ -39,7 +39,7 @@ COUNTERS = ("select/examined", "select/skipped", "select/filled", "select/deferr
 FILL = "fill"
 
 
-class SelectionWalk:
+class PromptWalk:
     def __init__(self, selector: PromptSelector, ledger: Any, *, pool_size: int, max_examined: float = 2.0) -> None:
         if not max_examined > 0:
             raise ValueError(f"max_examined must be > 0 (a multiple of the pool size), got {max_examined!r}")
@@ -191,4 +191,4 @@ def check_prefix(decisions: Sequence[Decision], candidates: Sequence[Prompt]) ->
                            f"decisions for {ids[:5]}... from candidates {[p.id for p in candidates[:5]]}...")
 
 
-__all__ = ["COUNTERS", "FILL", "SelectionWalk", "check_prefix"]
+__all__ = ["COUNTERS", "FILL", "PromptWalk", "check_prefix"]

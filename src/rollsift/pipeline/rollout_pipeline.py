@@ -1,11 +1,11 @@
-"""The rollout pipeline: one training step's worth of data (DESIGN.md section 1), for every engine.
+"""The rollout pipeline: one training step's worth of data (docs/architecture.md), for every engine.
 
     probe? -> SELECT -> GENERATE (+ prune) -> SCORE -> LEDGER -> FILTER -> refill? -> REPLAY mix-in
 
 rollsift's own trainer and the simulator call ``collect`` (the whole step, with the pipeline's
 generator) and ``observe``; host frameworks that generate themselves (TRL, verl) call the phases
 ``collect`` is made of: ``probe_prompts`` / ``tell_probes``, ``select``, ``record``, ``filter`` and
-``tell``. Either way the selection walk (``rollsift.selection``), the ledger events, the filter chain,
+``tell``. Either way the prompt walk (``rollsift.selection``), the ledger events, the filter chain,
 the cost accounting and the metric names are this module's, and ``from_config`` builds every
 strategy with the same seeds (``SEEDS``) on every engine.
 
@@ -24,10 +24,12 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .. import faults
 from ..errors import UserError
-from ..protocols import Generator, GroupFilter, Ledger, PromptSelector, RefillPolicy, RolloutPruner, SamplingParams
-from ..records import Candidate, Completion, Context, Group, Prompt, RewardResult, TrainBatch
-from .prompt_walk import SelectionWalk
+from ..protocols import Generator, GroupFilter, Ledger, PromptSelector, RefillPolicy, RolloutPruner
+from ..records import SamplingParams
+from ..records import Candidate, Completion, Context, Group, Prompt, RewardResult, TrainBatch, zero_variance_share
 from .epoch_stream import EpochStream
+from .prompt_walk import PromptWalk
+from .step_counters import COUNTERS, StepCounters
 
 ScoreFn = Callable[[Prompt, Sequence[Completion]], Sequence[RewardResult]]
 
@@ -35,9 +37,7 @@ ScoreFn = Callable[[Prompt, Sequence[Completion]], Sequence[RewardResult]]
 # gives the same selection decisions for the same history under rollsift's trainer, TRL and verl.
 SEEDS = {"stream": 0, "generator": 0, "learner": 1, "filters": 2, "pruner": 3, "replay": 4, "selector": 5}
 
-COUNTERS = ("cost/rollouts", "cost/gen_tokens", "cost/pruned_rollouts", "cost/informative_rollouts",
-            "cost/prompts", "cost/probe_rollouts", "time/generate", "time/score", "time/ledger", "time/filter")
-
+HOST = "host"  # Candidate.ref of a host's proposals (``select(host=...)``)
 _FROM_FILTERS: Any = object()  # the default refill: the one a filter brings (DAPO dynamic sampling's)
 
 
@@ -85,7 +85,7 @@ class RolloutPipeline:
         self.by_id = {p.id: p for p in self.pool}
         # A host that streams candidates itself (verl's dataloader) may give no pool: no stream then.
         self.stream = EpochStream(self.pool, seed_of("stream", seed)) if self.pool else None
-        self.walk = SelectionWalk(selector, ledger, pool_size=len(self.pool), max_examined=max_examined)
+        self.walk = PromptWalk(selector, ledger, pool_size=len(self.pool), max_examined=max_examined)
         self.generator, self.score_fn = generator, score_fn
         self.batch_size, self.n, self.sampling = batch_size, n, sampling or SamplingParams()
         self.filters = list(filters)
@@ -96,9 +96,7 @@ class RolloutPipeline:
         self.replay, self.replay_fraction = replay, replay_fraction
         self.carry: deque[Group] = deque()
         self.zero_variance_rate = 0.0  # last round's, for sizing the next (GRESO)
-        self._m = dict.fromkeys(COUNTERS, 0.0)
-        self._fm: dict[str, list[float]] = {}  # filter metric -> [weighted sum, weight] this step
-        self._groups = [0, 0, 0.0]  # training groups recorded this step: count, zero-variance, accuracy sum
+        self.counters = StepCounters()
 
     @classmethod
     def from_config(cls, cfg: Any, pool: Sequence[Prompt], ledger: Ledger, *, generator: Generator | None = None,
@@ -127,9 +125,7 @@ class RolloutPipeline:
         if rep is not None and getattr(rep, "enabled", True):
             replay = rep if hasattr(rep, "sample") else FifoReplayBuffer(rep.capacity, rep.max_staleness,
                                                                          seed=seed_of("replay", seed))
-        s = get("sampling")
-        sampling = s if isinstance(s, SamplingParams) or s is None else SamplingParams(s.temperature, s.top_p,
-                                                                                        s.max_new_tokens)
+        sampling = get("sampling")  # the run config's [sampling] table is a SamplingParams
         pipe = cls(pool, selector, generator, score_fn, ledger, batch_size=int(get("batch_size", 0) or 0),
                    n=int(get("n", 0) or 0), sampling=sampling, filters=filters, pruner=pruner, replay=replay,
                    replay_fraction=getattr(rep, "fraction", 0.0) if replay is not None else 0.0, seed=seed,
@@ -175,7 +171,7 @@ class RolloutPipeline:
     # ------------------------------------------------------------------ one step (own generator)
     def collect(self, ctx: Context) -> Collected:
         """Select, generate, score, record, filter and refill until the batch is full; mix in replay."""
-        m = self._m
+        m = self.counters
         probes = self._probe(ctx)
         n_replay = self._replay_quota(ctx)
         target = self.batch_size - n_replay
@@ -203,7 +199,7 @@ class RolloutPipeline:
             in_step.update(c.prompt.id for c in chosen)
             groups = self.rollout(chosen, rctx)
             generated += groups
-            self.zero_variance_rate = sum(g.is_zero_variance for g in groups) / len(groups)
+            self.zero_variance_rate = zero_variance_share(groups)
             kept += self.filter(groups, rctx)
             rounds += 1
         fresh, surplus = kept[:target], kept[target:]
@@ -213,14 +209,14 @@ class RolloutPipeline:
         if self.replay is not None:
             self.replay.add([g for g in fresh if g.step == ctx.step], ctx.policy_version)
         batch = fresh + replayed
-        m["cost/rounds"] = float(rounds)
-        m["cost/surplus_groups"] = float(len(surplus))
+        m.set("cost/rounds", rounds)
+        m.set("cost/surplus_groups", len(surplus))
         if len(fresh) < target:
-            m["cost/short_batch"] = 1.0
-        m["batch/groups"] = float(len(batch))
-        m["batch/replayed_groups"] = float(len(replayed))
-        m["batch/carried_groups"] = float(sum(g.step != ctx.step for g in fresh))
-        m["batch/zero_variance_frac"] = sum(g.is_zero_variance for g in batch) / max(len(batch), 1)
+            m.set("cost/short_batch", 1.0)
+        m.set("batch/groups", len(batch))
+        m.set("batch/replayed_groups", len(replayed))
+        m.set("batch/carried_groups", sum(g.step != ctx.step for g in fresh))
+        m.set("batch/zero_variance_frac", zero_variance_share(batch))
         off = [g.step != ctx.step for g in fresh] + [True] * len(replayed)
         return Collected(groups=batch, off_policy=off, generated=generated, probes=probes,
                          metrics=self.step_metrics(), replayed=[False] * len(fresh) + [True] * len(replayed))
@@ -246,8 +242,8 @@ class RolloutPipeline:
             groups.append(Group(prompt=c.prompt, completions=tuple(comps), rewards=tuple(r.reward for r in results),
                                 correct=tuple(r.correct for r in results), step=ctx.step, round=ctx.round,
                                 policy_version=ctx.policy_version, epoch=c.epoch))
-        self._m["time/generate"] += t1 - t0
-        self._m["time/score"] += time.perf_counter() - t1
+        self.counters.add("time/generate", t1 - t0)
+        self.counters.add("time/score", time.perf_counter() - t1)
         self.record(groups, ctx, stats=getattr(self.generator, "last_stats", None))
         return groups
 
@@ -269,17 +265,24 @@ class RolloutPipeline:
         self.walk.add_time(time.perf_counter() - t0)
 
     def select(self, budget: int, ctx: Context, *, draw: Callable[[int], Sequence[Candidate]] | None = None,
-               exclude: Iterable[str] = (), fill: bool = False,
-               fill_first: Sequence[Candidate] = ()) -> list[Candidate]:
-        """Up to ``budget`` candidates through the selection walk: from the whole pool for a pool-scoped
+               exclude: Iterable[str] = (), fill: bool = False, host: Sequence[Candidate] = ()) -> list[Candidate]:
+        """Up to ``budget`` candidates through the prompt walk: from the whole pool for a pool-scoped
         selector, else from ``draw`` (default: the pipeline's epoch stream). ``fill``: complete a short
-        request unconditionally, from ``fill_first`` first (``SelectionWalk.stream``)."""
+        request unconditionally (``PromptWalk.stream``). ``host``: a host's own proposals (TRL's
+        sampler), examined before the stream and used first to fill; those left unexamined are dropped
+        afterwards, since the host's sampler has moved on and they do not wait in the stream."""
         if self.walk.scope == "pool":
             return self.walk.pool(self.pool, budget, ctx, fill=fill)
         if draw is None and self.stream is None:
             raise RuntimeError("this pipeline has no pool to stream from: pass draw=")
-        return self.walk.stream(budget, ctx, draw or self.stream.draw, exclude=exclude, fill=fill,
-                                fill_first=fill_first)
+        host = [replace(c, ref=HOST) for c in host]
+        self.walk.pending.extendleft(reversed(host))
+        try:
+            return self.walk.stream(budget, ctx, draw or self.stream.draw, exclude=exclude, fill=fill,
+                                    fill_first=host)
+        finally:
+            if host:
+                self.walk.pending = deque(c for c in self.walk.pending if c.ref != HOST)
 
     def record(self, groups: Sequence[Group], ctx: Context, stats: Mapping[str, float] | None = None) -> None:
         """Write generated groups to the ledger (before any filter) and count their cost.
@@ -289,20 +292,18 @@ class RolloutPipeline:
         t0 = time.perf_counter()
         self.ledger.record_groups(groups, ctx)
         faults.point("ledger.groups")
-        m, stats = self._m, stats or {}
-        m["time/ledger"] += time.perf_counter() - t0
+        m, stats = self.counters, stats or {}
+        m.add("time/ledger", time.perf_counter() - t0)
         rollouts = float(stats.get("rows", sum(g.n for g in groups)))
-        m["cost/rollouts"] += rollouts
-        m["cost/gen_tokens"] += float(stats.get("gen_tokens", sum(g.num_tokens for g in groups)))
-        m["cost/pruned_rollouts"] += float(stats.get("pruned_rows", 0))
+        m.add("cost/rollouts", rollouts)
+        m.add("cost/gen_tokens", stats.get("gen_tokens", sum(g.num_tokens for g in groups)))
+        m.add("cost/pruned_rollouts", stats.get("pruned_rows", 0))
         if ctx.purpose == "probe":
-            m["cost/probe_rollouts"] += rollouts
+            m.add("cost/probe_rollouts", rollouts)
         else:
-            m["cost/prompts"] += len(groups)
-            m["cost/informative_rollouts"] += sum(g.n for g in groups if not g.is_zero_variance)
-            self._groups[0] += len(groups)
-            self._groups[1] += sum(g.is_zero_variance for g in groups)
-            self._groups[2] += sum(g.accuracy for g in groups)
+            m.add("cost/prompts", len(groups))
+            m.add("cost/informative_rollouts", sum(g.n for g in groups if not g.is_zero_variance))
+            m.count_training_groups(groups)
 
     def filter(self, groups: Sequence[Group], ctx: Context) -> list[Group]:
         """Run the filter chain; each filter's decisions go to the ledger. Returns the survivors."""
@@ -311,12 +312,9 @@ class RolloutPipeline:
         for f in self.filters:
             result = f.apply(survivors, ctx)
             self.ledger.record_filter(f.name, result, ctx)
-            for k, v in result.metrics.items():  # weighted by the groups each call saw
-                acc = self._fm.setdefault(k, [0.0, 0.0])
-                acc[0] += float(v) * len(survivors)
-                acc[1] += len(survivors)
+            self.counters.add_filter_metrics(result.metrics, weight=len(survivors))  # weighted by the groups seen
             survivors = list(result.kept)
-        self._m["time/filter"] += time.perf_counter() - t0
+        self.counters.add("time/filter", time.perf_counter() - t0)
         return survivors
 
     def tell(self, groups: Sequence[Group], ctx: Context) -> dict[str, float]:
@@ -340,25 +338,38 @@ class RolloutPipeline:
         if key == "time/select":
             self.walk.add_time(seconds)
         else:
-            self._m[key] = self._m.get(key, 0.0) + seconds
+            self.counters.add(key, seconds)
 
     def use_pool(self, pool: Sequence[Prompt]) -> None:
         """Give a host pipeline built without a pool (verl streams its own dataloader) the pool that a
-        pool-scoped or probing selector needs."""
+        pool-scoped or probing selector needs; the walk's examination limit follows its size."""
         self.pool = list(pool)
         self.by_id = {p.id: p for p in self.pool}
+        self.walk.pool_size = len(self.pool)
+
+    def use_host_queue(self, pending: deque, pool_size: int) -> None:
+        """A host that draws candidates itself and keeps the walk's queue of drawn, not yet examined
+        ones in its own checkpoints (verl's trainer): the walk works on that queue, over a pool of
+        ``pool_size`` prompts."""
+        self.walk.pending, self.walk.pool_size = pending, int(pool_size)
+
+    @property
+    def pool_consumed(self) -> int:
+        """Prompts a pool-scoped selector chose so far (the epoch is ``pool_consumed // len(pool)``)."""
+        return self.walk.pool_consumed
+
+    @pool_consumed.setter
+    def pool_consumed(self, value: int) -> None:
+        self.walk.pool_consumed = int(value)
+
+    def selection_metrics(self) -> dict[str, float]:
+        """The prompt walk's counters of this step so far, without resetting them."""
+        return self.walk.metrics(reset=False)
 
     def step_metrics(self) -> dict[str, float]:
         """Selection, cost, time and filter counters since the last call (then reset), and the share
         of zero-variance groups and the mean accuracy of the training groups recorded meanwhile."""
-        out = {**self.walk.metrics(), **self._m}
-        out.update({k: s / w for k, (s, w) in self._fm.items() if w})
-        count, zero_var, acc = self._groups
-        if count:
-            out["step/zero_variance_frac"] = zero_var / count
-            out["step/accuracy"] = acc / count
-        self._m, self._fm, self._groups = dict.fromkeys(COUNTERS, 0.0), {}, [0, 0, 0.0]
-        return out
+        return {**self.walk.metrics(), **self.counters.drain()}
 
     # ------------------------------------------------------------------ pieces
     def _probe(self, ctx: Context) -> list[Group]:
@@ -379,7 +390,7 @@ class RolloutPipeline:
             return []
         max_age = self.refill.max_staleness if self.refill is not None else 0
         fresh = [g for g in self.carry if ctx.step - g.step <= max_age]
-        self._m["cost/stale_dropped_groups"] = float(len(self.carry) - len(fresh))
+        self.counters.set("cost/stale_dropped_groups", len(self.carry) - len(fresh))
         self.carry.clear()
         return fresh
 

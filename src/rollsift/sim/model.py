@@ -31,8 +31,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from ..protocols import SamplingParams
-from ..records import Completion, Context, Prompt, RewardResult
+from ..records import Completion, Context, Prompt, RewardResult, SamplingParams
 
 
 class _ById(Mapping):

@@ -1,7 +1,9 @@
 """Builds a run from its config: data, model, reward, pipeline, learner, ledger, log, run directory.
 
-The reference loop (``rollsift.train``) only calls what is assembled here; checkpoint saving and
-restoring also live here so the loop stays short. The order is chosen so that nothing is lost and
+The loops (``train.py`` and ``async_train.py``, through ``loop.py``) only call what is assembled here;
+checkpoint saving and restoring also live here so the loops stay short. The rollout side
+(``assemble_rollouts``: policy, generator, reward, pipeline) is one function, used here and by the
+asynchronous trainer's rollout process. The order is chosen so that nothing is lost and
 nothing slow happens before a mistake is caught: the run directory is locked, a resume's config is
 checked against the saved one and the data is read before the model is loaded; ``config.toml`` is
 written only once the run's state has loaded.
@@ -114,11 +116,6 @@ class Run:
     log: RunLog
     restored_state: Any = None  # the checkpoint state restore() loaded (None for a fresh start)
 
-    def score(self, prompt, completions):
-        from ..rewards import score_group
-
-        return score_group(self.reward, prompt, completions, stats=self.reward_stats)
-
     def evaluate(self, step: int) -> dict[str, float]:
         from .evaluation import evaluate
 
@@ -188,11 +185,46 @@ class Run:
         self.lock.release()
 
 
-def build(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> Run:
+@dataclass
+class Rollouts:
+    """The rollout side of a run: the policy, its generator, the reward and the pipeline that drives
+    them. The synchronous trainer holds one; the asynchronous trainer's rollout process holds its own."""
+
+    model: Any
+    tokenizer: Any
+    device: Any
+    generator: Any
+    reward: Any
+    reward_stats: Any
+    pipeline: RolloutPipeline
+
+
+def seed_everything(seed: int) -> None:
+    """The global RNGs (Python, NumPy, torch), before the model is loaded; every strategy, the stream,
+    the generator and the learner then draw from their own generators (``pipeline.SEEDS``)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def assemble_rollouts(cfg: RunConfig, train: list[Prompt], ledger: Any, out: Path, device: Any = None) -> Rollouts:
+    """Load the policy and build its generator, the reward and the rollout pipeline over ``train``,
+    every strategy seeded from ``cfg.seed`` and bound to the policy (DOTS's embeddings, the quality head)."""
     from ..generate import HFGenerator
-    from ..ledger import open_ledger
+    from ..rewards import MathReward, RewardStats, score_group
+
+    device = resolve_device(cfg.device) if device is None else device
+    model, tokenizer = load_model(cfg.model, device)
+    generator = HFGenerator(model, tokenizer, max_batch_rows=256, seed=seed_of("generator", cfg.seed))
+    reward, stats = MathReward(), RewardStats()
+    pipeline = RolloutPipeline.from_config(
+        cfg, train, ledger, generator=generator, score_fn=lambda p, cs: score_group(reward, p, cs, stats=stats),
+        bind={"model": model, "tokenizer": tokenizer, "encode": generator.encode, "out": out, "device": device})
+    return Rollouts(model, tokenizer, device, generator, reward, stats, pipeline)
+
+
+def build(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> Run:
     from .learner import PolicyLearner
-    from ..rewards import MathReward, RewardStats
 
     rundir = RunDir(cfg.out)
     if resume and not rundir.has_run():
@@ -207,36 +239,26 @@ def build(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> Run:
                               f"the run cannot be resumed faithfully (start over with --overwrite)")
     train, evals = load_data(cfg)  # bad data and a bad model path fail here, before the model is loaded
     check_model(cfg.model)
-    resolve_device(cfg.device)
+    device = resolve_device(cfg.device)
     lock = rundir.lock().acquire()
     try:
         if not resume:
             rundir.reset()
         rundir.clean_temporaries()
-        seed = cfg.seed
-        random.seed(seed)
-        np.random.seed(seed % 2**32)
-        torch.manual_seed(seed)
+        seed_everything(cfg.seed)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        device = resolve_device(cfg.device)
-        model, tokenizer = load_model(cfg.model, device)
-        generator = HFGenerator(model, tokenizer, max_batch_rows=256, seed=seed_of("generator", seed))
-        learner = PolicyLearner(model, generator.encode, cfg.learner, temperature=cfg.sampling.temperature,
-                                pad_id=generator.pad_id, seed=seed_of("learner", seed))
         ledger = _open_run_ledger(rundir, resume)
         ledger.register_pool([p.id for p in train], labels=[p.meta.get("difficulty") for p in train])
+        r = assemble_rollouts(cfg, train, ledger, rundir.path, device)
+        learner = PolicyLearner(r.model, r.generator.encode, cfg.learner, temperature=cfg.sampling.temperature,
+                                pad_id=r.generator.pad_id, seed=seed_of("learner", cfg.seed))
         log = RunLog(cfg.out, progress=cfg.log.progress, tensorboard=cfg.log.tensorboard, total_steps=cfg.steps)
-        run = Run(cfg, rundir, lock, model, tokenizer, generator, learner, None, ledger, MathReward(),  # type: ignore[arg-type]
-                  RewardStats(), evals, log)
-        run.pipeline = RolloutPipeline.from_config(
-            cfg, train, ledger, generator=generator, score_fn=run.score,
-            bind={"model": model, "tokenizer": tokenizer, "encode": generator.encode, "out": rundir.path,
-                  "device": device})
+        return Run(cfg, rundir, lock, r.model, r.tokenizer, r.generator, learner, r.pipeline, ledger, r.reward,
+                   r.reward_stats, evals, log)
     except BaseException:
         lock.release()
         raise
-    return run
 
 
 def _open_run_ledger(rundir: RunDir, resume: bool) -> Any:
@@ -252,4 +274,5 @@ def _open_run_ledger(rundir: RunDir, resume: bool) -> Any:
                              "--overwrite" if resume else "remove it or train into another directory")) from e
 
 
-__all__ = ["RESUME_SAFE", "Run", "build", "check_resume_config", "load_data", "load_model", "resolve_device"]
+__all__ = ["RESUME_SAFE", "Rollouts", "Run", "assemble_rollouts", "build", "check_resume_config", "load_data",
+           "seed_everything"]

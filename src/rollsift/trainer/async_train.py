@@ -49,10 +49,13 @@ import pickle
 import queue as queue_mod
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 
+from .. import faults
 from ..config import RunConfig
 from ..errors import UserError
 
@@ -65,40 +68,17 @@ class AsyncError(UserError):
 
 # ---------------------------------------------------------------------- the trainer (this process)
 def train_async(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
-    from .. import faults
-    from ..configlib import to_dict
-    from .health import Health
-    from .learner import batch_advantages
     from ..records import Context, TrainBatch
-    from .assembly import build
-    from .train import _timed, end_step  # the synchronous loop's evaluation, logging and health checks
+    from .learner import batch_advantages
+    from .loop import StepOutcome, opened_run, run_steps
+    from .summary import summarize_run
 
     eta = cfg.async_.max_staleness
-    run = build(cfg, resume=resume, overwrite=overwrite)
-    proc = None
-    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
-    try:
-        start = run.restore() if resume else 0
-        run.write_config()
-        saved = run.restored_state or {}
-        start_state = {"pipeline": run.pipeline.state_dict(), "generator": run.generator.state_dict(),
-                       "pending": saved.get("async_pending")}
-        _pin(cores[0])
-        mp = torch.multiprocessing.get_context("spawn")
-        shared = {k: v.detach().to("cpu", copy=True).share_memory_() for k, v in run.model.state_dict().items()}
-        # counters: [trainer steps done, weights version published]
-        counters = mp.Array("q", [start, run.learner.policy_version])
-        lock, q = mp.Lock(), mp.Queue(maxsize=eta + 2)
-        proc = mp.Process(target=_rollout_main, name="rollsift-rollouts", daemon=True,
-                          args=(to_dict(cfg), shared, counters, lock, q, start, start_state,
-                                cores[1 % len(cores)]))
-        with _main_not_reimported():
-            proc.start()
-        health = Health(cfg)
-        if start == 0 and run.eval_prompts:
-            health.check(0, run.log.log(0, _timed(run.evaluate, 0, "time/eval")))
+    with opened_run(cfg, resume=resume, overwrite=overwrite) as (run, start), \
+            _rollout_process(run, start) as (proc, q, shared, counters, lock):
         observed: dict[str, float] = {}
-        for step in range(start + 1, cfg.steps + 1):
+
+        def one_step(step: int) -> StepOutcome:
             t0 = time.perf_counter()
             msg = _next_batch(q, proc, cfg.async_.timeout_s, observed)
             waited = time.perf_counter() - t0
@@ -124,32 +104,55 @@ def train_async(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -
             run.ledger.record_use(groups, replayed, ctx)
             metrics.update(msg["metrics"])
             metrics.update(observed)
-            observed = {}
+            observed.clear()
             metrics.update({"time/wait_rollouts": waited, "async/stale_dropped_groups": float(dropped),
                             "async/staleness_mean": sum(lags) / len(lags) if lags else 0.0,
                             "async/staleness_max": float(max(lags, default=0)),
                             "async/lagged_frac": sum(lag > 0 for lag in lags) / max(len(lags), 1)})
-            def admit_next(done: int = step) -> None:  # after evaluation: no generation on its time
-                counters[0] = done
 
-            last, out_of_time = end_step(run, step, metrics, health, before_log=admit_next)
-            if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or last:
-                run.save(step, pipeline_state=msg["snapshot"]["pipeline"],
-                         generator_state=msg["snapshot"]["generator"],
-                         extra={"async_pending": msg["snapshot"]["pending"]})
-            faults.point("step")
-            if out_of_time:
-                break
+            def admit_next() -> None:  # after evaluation: no generation on its time
+                counters[0] = step
+
+            snap = msg["snapshot"]
+            return StepOutcome(metrics, before_log=admit_next,
+                               checkpoint={"pipeline_state": snap["pipeline"], "generator_state": snap["generator"],
+                                           "extra": {"async_pending": snap["pending"]}})
+
+        run_steps(run, start, one_step)
+    return summarize_run(cfg.out)
+
+
+@contextmanager
+def _rollout_process(run: Any, start: int) -> Iterator[tuple[Any, Any, dict, Any, Any]]:
+    """The rollout process, started from the run's restored state on the second core, with the weights in
+    shared memory; on exit it is stopped and the caller gets its CPU affinity back."""
+    from ..configlib import to_dict
+
+    cfg, eta = run.cfg, run.cfg.async_.max_staleness
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
+    proc = None
+    try:
+        saved = run.restored_state or {}
+        start_state = {"pipeline": run.pipeline.state_dict(), "generator": run.generator.state_dict(),
+                       "pending": saved.get("async_pending")}
+        _pin(cores[0])
+        mp = torch.multiprocessing.get_context("spawn")
+        shared = {k: v.detach().to("cpu", copy=True).share_memory_() for k, v in run.model.state_dict().items()}
+        # counters: [trainer steps done, weights version published]
+        counters = mp.Array("q", [start, run.learner.policy_version])
+        lock, q = mp.Lock(), mp.Queue(maxsize=eta + 2)
+        proc = mp.Process(target=_rollout_main, name="rollsift-rollouts", daemon=True,
+                          args=(to_dict(cfg), shared, counters, lock, q, start, start_state,
+                                cores[1 % len(cores)]))
+        with _main_not_reimported():
+            proc.start()
+        yield proc, q, shared, counters, lock
     finally:
         if proc is not None and proc.is_alive():
             proc.terminate()
             proc.join(10)
-        run.close()
         if hasattr(os, "sched_setaffinity"):  # the caller (a notebook, a test session) gets its cores back
             os.sched_setaffinity(0, cores)
-    from .summary import summarize_run
-
-    return summarize_run(cfg.out)
 
 
 def may_start(step: int, consumed: int, eta: int) -> bool:
@@ -241,34 +244,18 @@ def _rollout_main(cfg_data: dict, shared: dict, counters: Any, lock: Any, q: Any
 
 
 def _produce(cfg_data: dict, shared: dict, counters: Any, lock: Any, q: Any, start: int, start_state: dict) -> None:
-    import random
-
-    import numpy as np
-
-    from .. import faults
-    from ..generate import HFGenerator
     from ..ledger import open_ledger
-    from ..pipeline.rollout_pipeline import RolloutPipeline, seed_of
-    from .policy import load_model, resolve_device
-    from ..rewards import MathReward, RewardStats, score_group
-    from .assembly import load_data
     from ..rundir import RunDir
+    from .assembly import assemble_rollouts, load_data, seed_everything
 
     cfg = RunConfig.from_data(cfg_data)
     eta = cfg.async_.max_staleness
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed % 2**32)
-    torch.manual_seed(cfg.seed)
-    device = resolve_device(cfg.device)
-    model, tok = load_model(cfg.model, device)
+    seed_everything(cfg.seed)
     train, _ = load_data(cfg)
-    ledger = open_ledger(RunDir(cfg.out).ledger_path)
-    generator = HFGenerator(model, tok, max_batch_rows=256, seed=seed_of("generator", cfg.seed))
-    reward, stats = MathReward(), RewardStats()
-    pipeline = RolloutPipeline.from_config(
-        cfg, train, ledger, generator=generator, score_fn=lambda p, cs: score_group(reward, p, cs, stats=stats),
-        bind={"model": model, "tokenizer": tok, "encode": generator.encode, "out": RunDir(cfg.out).path,
-              "device": device})
+    rundir = RunDir(cfg.out)
+    ledger = open_ledger(rundir.ledger_path)
+    r = assemble_rollouts(cfg, train, ledger, rundir.path)  # the same assembly as the trainer's, in this process
+    model, device, generator, stats, pipeline = r.model, r.device, r.generator, r.reward_stats, r.pipeline
     pipeline.load_state_dict(start_state["pipeline"])
     generator.load_state_dict(start_state["generator"])
     pending = start_state.get("pending")  # (collected, ctx) of the last batch, not yet told to the strategies

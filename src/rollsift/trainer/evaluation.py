@@ -10,8 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, Callable, Sequence
 
-from ..protocols import SamplingParams
-from ..records import Completion, Prompt, RewardResult
+from ..records import Completion, Prompt, RewardResult, SamplingParams
 
 
 def evaluate(

@@ -248,9 +248,6 @@ class PolicyLearner:
         self.rng.set_state(state["rng"])
         self.policy_version = int(state["policy_version"])
 
-    def metrics(self) -> dict[str, float]:
-        return {}
-
 
 def _split(order: list[int], parts: int) -> list[list[int]]:
     parts = max(1, min(parts, len(order)))

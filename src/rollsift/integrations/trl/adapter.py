@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections import deque
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -59,7 +58,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from ...configlib import ConfigError, doc
-from ...records import LENGTH, STOP, Candidate, Completion, Context, Group, Prompt
+from ...records import LENGTH, STOP, Candidate, Completion, Context, Group, Prompt, zero_variance_share
 
 SUPPORTED_TRL_VERSIONS = ("1.16.0",)
 VERSION_OVERRIDE_ENV = "ROLLSIFT_TRL_UNSUPPORTED_OK"
@@ -140,7 +139,6 @@ def _open_ledger(spec: Any, is_main: bool) -> Any:
     return open_ledger(spec) if spec is not None and is_main else MemoryLedger()
 
 
-_HOST = "trl"  # Candidate.ref of the prompts TRL's own sampler drew for a batch
 
 
 class TRLRollsift:
@@ -174,10 +172,6 @@ class TRLRollsift:
         self._captured: dict[str, Any] | None = None
         self._batch: dict[str, Any] | None = None
 
-    # the pipeline's pieces, under the names users of the adapter know
-    selector = property(lambda self: self.pipeline.selector, lambda self, v: setattr(self.pipeline, "selector", v))
-    filters = property(lambda self: self.pipeline.filters)
-    stream = property(lambda self: self.pipeline.stream)
 
     # ------------------------------------------------------------------ setup
     def _check_data(self, t: GRPOTrainer) -> None:
@@ -193,16 +187,17 @@ class TRLRollsift:
                              "reward_funcs, or set RollsiftConfig.correct_threshold")
 
     def _check(self, t: GRPOTrainer) -> None:
-        if getattr(self.selector, "scope", "stream") not in ("stream", "pool"):
-            raise ValueError(f"selector scope must be 'stream' or 'pool', got {self.selector.scope!r}")
-        for f in self.filters:
+        selector = self.pipeline.selector
+        if getattr(selector, "scope", "stream") not in ("stream", "pool"):
+            raise ValueError(f"selector scope must be 'stream' or 'pool', got {selector.scope!r}")
+        for f in self.pipeline.filters:
             m = getattr(getattr(f, "cfg", None), "m", None)
             if f.name == "pods" and m is not None and m >= self.G:
                 raise ValueError(f"pods.m={m} must be smaller than num_generations={self.G} (PODS keeps m of them)")
             if f.name == "pods" and t.multi_objective_aggregation != "sum_then_normalize":
                 raise ValueError("PODS recomputes advantages on the kept rewards; it needs "
                                  "multi_objective_aggregation='sum_then_normalize'")
-        if self.filters and t.loss_type in ROW_MEAN_LOSSES and (t._entropy_bonus_enabled or t.aux_loss_enabled):
+        if self.pipeline.filters and t.loss_type in ROW_MEAN_LOSSES and (t._entropy_bonus_enabled or t.aux_loss_enabled):
             raise ValueError(f"loss_type={t.loss_type!r} with filters is renormalised by rescaling the loss, which "
                              "would also rescale the entropy bonus / router aux loss; use loss_type='dapo' or turn "
                              "those off")
@@ -246,7 +241,7 @@ class TRLRollsift:
         _check_layout(global_ids, G, "TRL's sampler")
         ctx = Context(step=self.generation, epoch=int(t.state.epoch or 0), policy_version=t.state.global_step, n=G)
         metrics: dict[str, float] = {}
-        probes = self._probe(ctx, metrics) if hasattr(self.selector, "probe") else []
+        probes = self._probe(ctx, metrics) if hasattr(self.pipeline.selector, "probe") else []
         cands = [self.by_id[pid] for pid in global_ids[::G]]
         if self.selecting:
             chosen, epochs = self._select(cands, ctx, metrics)
@@ -267,20 +262,14 @@ class TRLRollsift:
         return {k: row[k] for k in keys} if all(k in row for k in keys) else dict(row)
 
     def _select(self, cands: list[Prompt], ctx: Context, m: dict) -> tuple[list[Prompt], list[int]]:
-        """``len(cands)`` distinct prompts through rollsift's selection walk: TRL's candidates first, then
+        """``len(cands)`` distinct prompts through rollsift's prompt walk: TRL's candidates first, then
         the adapter's epoch stream (a pool-scoped selector picks from the whole pool); past the walk's
         limit the batch is completed unconditionally ('fill'), as TRL needs a full batch."""
-        pipe, budget = self.pipeline, len(cands)
-        if pipe.walk.scope == "pool":
-            picked = pipe.select(budget, ctx, fill=True)
-        else:
-            host = [Candidate(p, ctx.epoch, _HOST) for p in _distinct(cands)]
-            pipe.walk.pending.extendleft(reversed(host))
-            picked = pipe.select(budget, ctx, fill=True, fill_first=host)  # a short pick falls back on TRL's
-            # TRL's sampler has moved on: its unexamined prompts do not wait in the adapter's stream
-            pipe.walk.pending = deque(c for c in pipe.walk.pending if c.ref != _HOST)
+        pipe = self.pipeline
+        # TRL's prompts are examined first and fill a short pick; the unexamined ones do not wait
+        picked = pipe.select(len(cands), ctx, fill=True, host=[Candidate(p, ctx.epoch) for p in _distinct(cands)])
         given = {p.id for p in cands}
-        m.update(pipe.walk.metrics(reset=False))
+        m.update(pipe.selection_metrics())
         m["select/replaced"] = float(sum(c.prompt.id not in given for c in picked))
         return [c.prompt for c in picked], [c.epoch for c in picked]
 
@@ -359,7 +348,7 @@ class TRLRollsift:
         pipe.record(groups, ctx)
         survivors = pipe.filter(groups, ctx)
         m.update(pipe.tell(groups, ctx))
-        if self.filters:
+        if self.pipeline.filters:
             output = self._apply_keep(output, groups, survivors, rpf)
         else:
             self.kept_rows = len(groups) * self.G
@@ -438,7 +427,7 @@ class TRLRollsift:
         total = T["rollouts"] + T["probe_rollouts"]
         m.update({
             "cost/groups": float(len(groups)), "cost/informative_groups": float(informative),
-            "cost/zero_variance_frac": 1.0 - informative / len(groups) if groups else 0.0,
+            "cost/zero_variance_frac": zero_variance_share(groups),
             "batch/kept_rows_frac": self.kept_rows / max(len(groups) * self.G, 1),
             "cost/total_rollouts": float(total), "cost/total_informative_groups": float(T["informative_groups"]),
         })

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ...records import Candidate, Completion, Context, FilterResult, Group, Prompt
+from ...records import Candidate, Completion, Context, FilterResult, Group, Prompt, zero_variance_share
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class _InFlight:
 
 class Session:
     """rollsift's pipeline (``RolloutPipeline``, without a generator: verl generates) for one verl run:
-    the selection walk over verl's dataloader stream, the ledger, the accounting, the selector's
+    the prompt walk over verl's dataloader stream, the ledger, the accounting, the selector's
     ``tell`` and the metrics, under the same names and seeds as rollsift's own trainer."""
 
     def __init__(self, cfg: Any, selector: Any, ledger: Any, n: int, *, seed: int | None = None) -> None:
@@ -68,18 +68,6 @@ class Session:
         self._groups: list[tuple[str, Group]] = []  # this step's training groups, as observed
         self.probes: list[Group] = []  # probe groups observed and not yet taken by the trainer
         self._failed = 0
-
-    @property
-    def selector(self) -> Any:
-        return self.pipeline.selector
-
-    @selector.setter
-    def selector(self, selector: Any) -> None:
-        self.pipeline.selector = selector
-
-    @property
-    def pool_consumed(self) -> int:
-        return self.pipeline.walk.pool_consumed
 
     def context(self, *, epoch: int | None = None, round: int | None = None, purpose: str = "train") -> Context:
         return Context(step=self.step, epoch=self.epoch if epoch is None else epoch,
@@ -98,15 +86,14 @@ class Session:
     # ------------------------------------------------------------------ selection
     def select_stream(self, pending: deque, budget: int, draw: Callable[[], list[Candidate]],
                       pool_size: int) -> list[Candidate]:
-        """``budget`` candidates from verl's dataloader stream through rollsift's selection walk.
+        """``budget`` candidates from verl's dataloader stream through rollsift's prompt walk.
 
         ``pending`` holds what was drawn and not yet examined (it is the walk's own queue, kept by the
         trainer for its checkpoints); ``draw()`` fetches the next dataloader chunk. Past
         ``max_examined * pool_size`` examined candidates the request is completed unconditionally
         ('fill'): verl's sync ReplayBuffer waits for exactly the number of groups it asked for.
         """
-        walk = self.pipeline.walk
-        walk.pending, walk.pool_size = pending, int(pool_size)
+        self.pipeline.use_host_queue(pending, pool_size)
 
         def fetch(k: int) -> list[Candidate]:
             got = draw()
@@ -123,15 +110,13 @@ class Session:
     def use_pool(self, pool: Sequence[Prompt]) -> None:
         """The whole training pool, once built (pool-scoped and probing selectors need it)."""
         self.pipeline.use_pool(pool)
-        self.pipeline.walk.pool_size = len(pool)
 
     def select_pool(self, pool: Sequence[Prompt], budget: int) -> tuple[list[Prompt], int]:
         """``budget`` prompts a pool-scoped selector (DOTS) ranks highest, and the epoch they count in."""
         if self.pipeline.pool is not pool and [p.id for p in self.pipeline.pool] != [p.id for p in pool]:
             self.use_pool(pool)
-        walk = self.pipeline.walk
         chosen = self.pipeline.select(budget, self.context(), fill=True)
-        epoch = chosen[0].epoch if chosen else walk.pool_consumed // max(len(pool), 1)
+        epoch = chosen[0].epoch if chosen else self.pipeline.pool_consumed // max(len(pool), 1)
         self.epoch = epoch
         self.round += 1
         return [c.prompt for c in chosen], epoch
@@ -192,7 +177,7 @@ class Session:
                    for uid, g in self._groups if uid not in trained_uids}
         n = max(len(groups), 1)
         fm = {"filter/verl/dropped_frac": len(dropped) / n,
-              "filter/verl/zero_variance_frac": sum(g.is_zero_variance for g in groups) / n}
+              "filter/verl/zero_variance_frac": zero_variance_share(groups)}
         self.ledger.record_filter("verl", FilterResult(kept=kept, dropped=dropped, metrics=fm), ctx)
         m = self.pipeline.tell(groups, ctx)
         m.update(self.pipeline.step_metrics())
@@ -206,12 +191,13 @@ class Session:
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        return {"selector": self.selector.state_dict(), "epoch": self.epoch, "pool_consumed": self.pool_consumed}
+        return {"selector": self.pipeline.selector.state_dict(), "epoch": self.epoch,
+                "pool_consumed": self.pipeline.pool_consumed}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.selector.load_state_dict(state["selector"])
+        self.pipeline.selector.load_state_dict(state["selector"])
         self.epoch = int(state["epoch"])
-        self.pipeline.walk.pool_consumed = int(state["pool_consumed"])
+        self.pipeline.pool_consumed = int(state["pool_consumed"])
 
 
 def prompt_from_row(row: Mapping[str, Any]) -> Prompt:

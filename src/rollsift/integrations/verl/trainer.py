@@ -113,7 +113,7 @@ class RollsiftTrainerSync(PPOTrainerSync):
         ledger = open_verl_ledger(cfg.ledger, path)
         seed = cfg.seed if cfg.seed is not None else (self.config.data.get("seed") or 0)
         session = Session(cfg, cfg.selector, ledger, n=self.config.actor_rollout_ref.rollout.n, seed=seed)
-        logger.info("rollsift: selector %s, ledger %s (%s)", type(session.selector).__name__, path, cfg.ledger.backend)
+        logger.info("rollsift: selector %s, ledger %s (%s)", type(session.pipeline.selector).__name__, path, cfg.ledger.backend)
         return session
 
     def _pool(self) -> _Pool:
@@ -124,8 +124,8 @@ class RollsiftTrainerSync(PPOTrainerSync):
             prompts = [prompt_from_row(ds[i]) for i in range(len(ds))]
             self._rollsift_pool = _Pool(prompts, {p.id: i for i, p in enumerate(prompts)})
             self.rollsift.use_pool(prompts)
-            if hasattr(self.rollsift.selector, "bind"):
-                self._bind(self.rollsift.selector, prompts)
+            if hasattr(self.rollsift.pipeline.selector, "bind"):
+                self._bind(self.rollsift.pipeline.selector, prompts)
         return self._rollsift_pool
 
     def _bind(self, selector: Any, prompts: list[Prompt]) -> None:
@@ -154,7 +154,7 @@ class RollsiftTrainerSync(PPOTrainerSync):
         n = self.config.data.train_batch_size if num_prompts is None else int(num_prompts)
         s = self.rollsift
         s.begin(self.global_steps)
-        if s.selector.scope == "pool":
+        if s.pipeline.selector.scope == "pool":
             pool = self._pool()
             prompts, epoch = s.select_pool(pool.prompts, n)
             batch = self._rows_batch([pool.index[p.id] for p in prompts])
@@ -200,7 +200,7 @@ class RollsiftTrainerSync(PPOTrainerSync):
         return tu.get_tensordict(batch_dict)
 
     def prepare_step(self) -> dict:
-        metrics = self._probe() if hasattr(self.rollsift.selector, "probe") else {}
+        metrics = self._probe() if hasattr(self.rollsift.pipeline.selector, "probe") else {}
         return {**(super().prepare_step() or {}), **metrics}
 
     def _probe(self) -> dict:
@@ -236,7 +236,7 @@ class RollsiftTrainerSync(PPOTrainerSync):
         elif _has_history(self.rollsift.ledger):
             logger.warning("rollsift: a fresh run found history in its ledger; rolling it back to step 0")
             self.rollsift.ledger.rollback(0)
-        if self.rollsift_cfg.register_pool or self.rollsift.selector.scope == "pool":
+        if self.rollsift_cfg.register_pool or self.rollsift.pipeline.selector.scope == "pool":
             self.rollsift.ledger.register_pool([p.id for p in self._pool().prompts])
 
     def rollsift_save(self, folder: str) -> None:
