@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 PIP := $(PY) -m pip install --disable-pip-version-check -q
 ARGS ?=
 
-.PHONY: run test test-main test-verl test-dist dist install install-dev clean
+.PHONY: run test test-fast test-main test-verl test-dist dist install install-dev clean
 
 $(PY):
 	python3 -m venv $(VENV_FLAGS) $(VENV)
@@ -43,6 +43,10 @@ $(VERL_VENV)/.installed: pyproject.toml
 	touch $@
 
 test: test-main test-verl test-dist
+
+# The edit loop: every test but the end-to-end runs marked slow (`make test` still runs everything).
+test-fast: install-dev
+	$(PY) -m pytest -m "not slow" $(ARGS)
 
 test-main: install-dev
 	$(PY) -m pytest $(ARGS)

@@ -14,16 +14,9 @@ from rollsift.trainer.async_train import may_start
 from rollsift.config import build_config
 from rollsift.ledger import open_ledger
 from rollsift.metrics_file import read_metrics
-from test_train import assert_same_run, overrides, strip_times, train_cli, weights
+from conftest import assert_same_run, overrides, strip_times, train_cli, weights
 
 SHIFTED = ("select/", "prune/", "replay/", "async/", "time/")  # told one batch later, or timings
-
-
-@pytest.fixture(scope="module")
-def tiny_model() -> str:
-    from rollsift.testbed import base_checkpoint
-
-    return str(base_checkpoint())
 
 
 def _train(model, out, steps, extra=(), resume=False):

@@ -16,14 +16,7 @@ from rollsift.config import build_config
 from rollsift.configlib import ConfigError
 from rollsift.rundir import RunDir, RunDirError
 from rollsift.metrics_file import read_metrics
-from test_train import assert_same_run, overrides, weights
-
-
-@pytest.fixture(scope="module")
-def tiny_model() -> str:
-    from rollsift.testbed import base_checkpoint
-
-    return str(base_checkpoint())
+from conftest import assert_same_run, overrides, weights
 
 
 def train(model, out, steps, extra=(), resume=False):
@@ -44,6 +37,7 @@ def test_resume_with_no_checkpoint_rolls_back_to_nothing(tiny_model, tmp_path):
     assert [r["step"] for r in read_metrics(split)] == [0, 1, 2, 3, 4]
 
 
+@pytest.mark.slow
 def test_damaged_latest_checkpoint_falls_back_to_the_previous(tiny_model, tmp_path, capsys):
     straight, split = tmp_path / "straight", tmp_path / "split"
     train(tiny_model, straight, 6, ["checkpoint_every=2"])
@@ -56,6 +50,7 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous(tiny_model, tmp_pa
     assert_same_run(straight, split)
 
 
+@pytest.mark.slow
 def test_missing_latest_pointer_uses_the_newest_complete_checkpoint(tiny_model, tmp_path):
     straight, split = tmp_path / "straight", tmp_path / "split"  # split at 3: an evaluated step in both
     train(tiny_model, straight, 6, ["checkpoint_every=3"])
@@ -96,6 +91,7 @@ def test_a_second_trainer_fails_at_once_naming_the_holder(tiny_model, tmp_path):
 
 
 # ------------------------------------------------------------------------------ non-finite steps
+@pytest.mark.slow
 def test_nonfinite_steps_are_undone_and_stop_the_run(tiny_model, tmp_path, capsys):
     from rollsift.trainer.health import TrainingDiverged
 
@@ -152,6 +148,7 @@ def test_collapse_is_warned(capsys):
 
 
 # ------------------------------------------------------------------------------ changed config on resume
+@pytest.mark.slow
 def test_resume_refuses_a_config_the_state_depends_on(tiny_model, tmp_path):
     out = tmp_path / "r"
     train(tiny_model, out, 2)
@@ -290,6 +287,7 @@ def test_filter_metrics_belong_to_their_step():
 
 
 # ------------------------------------------------------------------------------ disk and media
+@pytest.mark.slow
 def test_disk_full_before_a_checkpoint_is_a_clear_error(tiny_model, tmp_path, monkeypatch, capsys):
     import rollsift.trainer.checkpoint as ck
 
@@ -306,6 +304,7 @@ def test_disk_full_before_a_checkpoint_is_a_clear_error(tiny_model, tmp_path, mo
     assert cli(args) == 0  # space again: the run resumes from its last checkpoint
 
 
+@pytest.mark.slow
 def test_readers_write_nothing_next_to_a_ledger(tiny_model, tmp_path):
     from rollsift.measure.ledger_show import summarize
     from rollsift.measure.report import render
@@ -321,6 +320,7 @@ def test_readers_write_nothing_next_to_a_ledger(tiny_model, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == before
 
 
+@pytest.mark.slow
 def test_report_is_written_at_the_end_of_a_cli_run(tiny_model, tmp_path, capsys):
     out = tmp_path / "r"
     args = ["train", *sum((["--set", o] for o in overrides(tiny_model, out, 2)), [])]

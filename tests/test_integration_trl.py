@@ -42,7 +42,7 @@ def toy_reward(prompt, completion) -> RewardResult:
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
+def random_model(tmp_path_factory):
     torch.set_num_threads(1)
     from rollsift.testbed.model import TinyModelConfig, build_model
     from rollsift.testbed.tokenizer import build_tokenizer
@@ -85,9 +85,9 @@ def params(model):
 
 
 @pytest.mark.slow
-def test_greso_trains_through_trl(tiny_model, dataset, tmp_path):
+def test_greso_trains_through_trl(random_model, dataset, tmp_path):
     cfg = RollsiftConfig(selector="greso", filters=("dynamic",), ledger=MemoryLedger())
-    trainer = make_trainer(tiny_model, dataset, tmp_path, rollsift=cfg, steps=8)
+    trainer = make_trainer(random_model, dataset, tmp_path, rollsift=cfg, steps=8)
     seen: list[list] = []
     generate = trainer._generate
 
@@ -134,7 +134,7 @@ def test_greso_trains_through_trl(tiny_model, dataset, tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_equals_uninterrupted(tiny_model, dataset, tmp_path):
+def test_resume_equals_uninterrupted(random_model, dataset, tmp_path):
     """Checkpoint at step 3 of 6, resume: same parameters, same live ledger events.
 
     ``shuffle_dataset=False`` because TRL's own RepeatSampler does not restore its shuffle on
@@ -144,7 +144,7 @@ def test_resume_equals_uninterrupted(tiny_model, dataset, tmp_path):
 
     def run(name, resume=None):
         cfg = RollsiftConfig(selector="greso", filters=("dynamic",), ledger=str(tmp_path / f"{name}.sqlite"))
-        t = make_trainer(tiny_model, dataset, tmp_path / name, rollsift=cfg, steps=6, save_strategy="steps",
+        t = make_trainer(random_model, dataset, tmp_path / name, rollsift=cfg, steps=6, save_strategy="steps",
                          save_steps=3, shuffle_dataset=False)
         t.train(resume_from_checkpoint=resume)
         t.rollsift.ledger.close()
@@ -168,13 +168,13 @@ def test_resume_equals_uninterrupted(tiny_model, dataset, tmp_path):
 
 
 @pytest.mark.slow
-def test_keep_all_selector_is_a_no_op(tiny_model, dataset, tmp_path):
+def test_keep_all_selector_is_a_no_op(random_model, dataset, tmp_path):
     """With 'uniform' and no filter the adapter changes nothing TRL does (same prompts, same update)."""
     torch.manual_seed(0)
-    plain = make_trainer(tiny_model, dataset, tmp_path / "a", steps=3, plain=True)
+    plain = make_trainer(random_model, dataset, tmp_path / "a", steps=3, plain=True)
     plain.train()
     torch.manual_seed(0)
-    wrapped = make_trainer(tiny_model, dataset, tmp_path / "b", steps=3,
+    wrapped = make_trainer(random_model, dataset, tmp_path / "b", steps=3,
                            rollsift=RollsiftConfig(selector="uniform", ledger=MemoryLedger()))
     wrapped.train()
     a, b = params(plain.model), params(wrapped.model)
@@ -223,7 +223,7 @@ os._exit(0)
 
 
 @pytest.mark.slow
-def test_two_processes_decide_identically(tiny_model, tmp_path):
+def test_two_processes_decide_identically(random_model, tmp_path):
     """Two CPU processes (gloo): groups straddle processes (6 rows each, 4 per prompt), yet every
     process records the same groups and decisions and ends with the same parameters."""
     import json
@@ -238,7 +238,7 @@ def test_two_processes_decide_identically(tiny_model, tmp_path):
     script.write_text(_DDP_SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", str(script),
-           tiny_model, str(tmp_path), "grpo"]
+           random_model, str(tmp_path), "grpo"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             start_new_session=True)  # its own process group: a hang cannot leave workers behind
     try:
@@ -293,14 +293,14 @@ def _comp(pid, i):
 @pytest.mark.parametrize("loss_type", ["dapo", "grpo", "bnpo", "dr_grpo"])
 @pytest.mark.parametrize("filters", [("dynamic",), ("dynamic", "pods")])
 @pytest.mark.parametrize("drop_rows", [True, False])
-def test_filtered_loss_equals_loss_on_kept_rows(tiny_model, dataset, tmp_path, loss_type, filters, drop_rows):
+def test_filtered_loss_equals_loss_on_kept_rows(random_model, dataset, tmp_path, loss_type, filters, drop_rows):
     from rollsift.filters.pods import PODSConfig, PODSFilter
     from rollsift.trainer.grpo import group_advantages
     from trl import GRPOTrainer
 
     fs = [f if f != "pods" else PODSFilter(PODSConfig(m=2)) for f in filters]
     cfg = RollsiftConfig(filters=fs, ledger=MemoryLedger(), drop_filtered_rows=drop_rows)
-    trainer = make_trainer(tiny_model, dataset, tmp_path, rollsift=cfg, loss_type=loss_type)
+    trainer = make_trainer(random_model, dataset, tmp_path, rollsift=cfg, loss_type=loss_type)
     trainer.model.train()
     trainer.current_gradient_accumulation_steps = 1
     rs = trainer.rollsift
@@ -377,8 +377,8 @@ class SkipIds(_Stateless):
         self.told.append([g.prompt_id for g in groups])
 
 
-def test_skipped_prompts_are_replaced_from_the_stream(tiny_model, dataset, tmp_path):
-    trainer = make_trainer(tiny_model, dataset, tmp_path)
+def test_skipped_prompts_are_replaced_from_the_stream(random_model, dataset, tmp_path):
+    trainer = make_trainer(random_model, dataset, tmp_path)
     rs = trainer.rollsift
     pool = rs.pool
     rs.pipeline.selector = SkipIds({pool[0].id, pool[1].id})
@@ -416,9 +416,9 @@ class Probing(_Stateless):
 
 
 @pytest.mark.slow
-def test_probing_pool_selector(tiny_model, dataset, tmp_path):
+def test_probing_pool_selector(random_model, dataset, tmp_path):
     sel = Probing()
-    trainer = make_trainer(tiny_model, dataset, tmp_path, steps=2,
+    trainer = make_trainer(random_model, dataset, tmp_path, steps=2,
                            rollsift=RollsiftConfig(selector=sel, ledger=MemoryLedger()))
     trainer.train()
     ledger = trainer.rollsift.ledger
@@ -456,24 +456,24 @@ def test_version_pin(monkeypatch):
     assert trl_adapter._check_trl_version() == "0.0.1"
 
 
-def test_bad_knobs_are_rejected(tiny_model, dataset, tmp_path):
+def test_bad_knobs_are_rejected(random_model, dataset, tmp_path):
     from rollsift.filters.pods import PODSConfig, PODSFilter
 
     with pytest.raises(ValueError, match="pods.m=4"):
-        make_trainer(tiny_model, dataset, tmp_path, rollsift=RollsiftConfig(filters=[PODSFilter(PODSConfig(m=4))]))
+        make_trainer(random_model, dataset, tmp_path, rollsift=RollsiftConfig(filters=[PODSFilter(PODSConfig(m=4))]))
     with pytest.raises(Exception, match="not known"):
-        make_trainer(tiny_model, dataset, tmp_path, rollsift=RollsiftConfig(selector="nope"))
+        make_trainer(random_model, dataset, tmp_path, rollsift=RollsiftConfig(selector="nope"))
 
 
-def test_state_round_trip(tiny_model, dataset, tmp_path):
-    trainer = make_trainer(tiny_model, dataset, tmp_path, rollsift=RollsiftConfig(selector="greso",
+def test_state_round_trip(random_model, dataset, tmp_path):
+    trainer = make_trainer(random_model, dataset, tmp_path, rollsift=RollsiftConfig(selector="greso",
                                                                                  ledger=MemoryLedger()))
     rs = trainer.rollsift
     rs.generation, rs.pipeline.selector.p_hard = 5, 0.3
     rs.pipeline.stream.consume(3)
     draw = copy.deepcopy(rs.pipeline.selector.rng).random()
     rs.save(tmp_path / "ck")
-    other = make_trainer(tiny_model, dataset, tmp_path, rollsift=RollsiftConfig(selector="greso",
+    other = make_trainer(random_model, dataset, tmp_path, rollsift=RollsiftConfig(selector="greso",
                                                                                ledger=MemoryLedger()))
     other.rollsift.load(tmp_path / "ck")
     assert other.rollsift.generation == 5 and other.rollsift.pipeline.selector.p_hard == 0.3
@@ -481,7 +481,7 @@ def test_state_round_trip(tiny_model, dataset, tmp_path):
     assert other.rollsift.ledger.attempts()[-1] == (1, 4)  # events after generation 4 are rolled back
 
 
-def test_same_seed_same_decisions_as_rollsifts_own_pipeline(tiny_model, dataset, tmp_path):
+def test_same_seed_same_decisions_as_rollsifts_own_pipeline(random_model, dataset, tmp_path):
     """The adapter seeds its strategies from rollsift.pipeline.SEEDS, like rollsift train: with the same
     run seed, history and candidates, GRESO decides exactly as in rollsift's own pipeline."""
     from collections import deque
@@ -498,7 +498,7 @@ def test_same_seed_same_decisions_as_rollsifts_own_pipeline(tiny_model, dataset,
             led.record_groups(groups, Context(step=step, epoch=step - 1))
         return led
 
-    trainer = make_trainer(tiny_model, dataset, tmp_path, rollsift=RollsiftConfig(selector="greso", seed=7))
+    trainer = make_trainer(random_model, dataset, tmp_path, rollsift=RollsiftConfig(selector="greso", seed=7))
     rs = trainer.rollsift
     pool = rs.pool
     rs.pipeline.ledger = rs.ledger = ledger_with_history(pool)
@@ -524,7 +524,7 @@ def test_same_seed_same_decisions_as_rollsifts_own_pipeline(tiny_model, dataset,
 
 
 @pytest.mark.slow
-def test_dots_runs_under_trl_and_report_reads_the_ledger(tiny_model, dataset, tmp_path):
+def test_dots_runs_under_trl_and_report_reads_the_ledger(random_model, dataset, tmp_path):
     """DOTS needs its pool embedded: the adapter binds it (no manual lines); the run's ledger alone
     then gives `rollsift report` a page, as for a rollsift run."""
     from rollsift.measure.report import main as report_main
@@ -533,7 +533,7 @@ def test_dots_runs_under_trl_and_report_reads_the_ledger(tiny_model, dataset, tm
     run = tmp_path / "trl_run"
     cfg = RollsiftConfig(selector=DotsConfig(ref_size=4, train_steps=2, train_batch=8, embed_batch=4),
                          filters=("dynamic",), ledger=str(run / "ledger.sqlite"))
-    trainer = make_trainer(tiny_model, dataset, tmp_path, rollsift=cfg, steps=3)
+    trainer = make_trainer(random_model, dataset, tmp_path, rollsift=cfg, steps=3)
     trainer.train()
     trainer.rollsift.ledger.close()
     assert trainer.rollsift.pipeline.selector.emb is not None

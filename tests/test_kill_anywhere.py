@@ -14,7 +14,7 @@ import pytest
 
 from rollsift.faults import POINTS
 from rollsift.ledger import open_ledger
-from test_train import assert_same_run, overrides, train_cli
+from conftest import assert_same_run, overrides, train_cli
 
 STEPS = 8
 EXTRA = ["checkpoint_every=3"]  # checkpoints at 3, 6 and 8: steps 1-2 have none to resume from

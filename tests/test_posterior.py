@@ -52,6 +52,7 @@ def test_an_old_streak_loses_half_its_weight_per_half_life():
     assert q_later > 2 * q_now  # the policy moved: the old streak no longer rules the prompt out
 
 
+@pytest.mark.slow
 def test_the_budget_controller_tracks_the_lost_share_under_drift():
     """On a simulated pool whose prompts get easier as training goes, the realised share of
     informative groups lost (under the simulator's true success rates) stays near max_lost."""

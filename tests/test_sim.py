@@ -78,6 +78,7 @@ def _planted(tmp_path=None):
     return ledger, model, np.array([0.0] + [row["competence"] for row in r["series"]]), r
 
 
+@pytest.mark.slow
 def test_fit_recovers_a_planted_model_from_a_simulated_ledger():
     ledger, model, competence, _ = _planted()
     f = fit(ledger, practice=False)
@@ -91,6 +92,7 @@ def test_fit_recovers_a_planted_model_from_a_simulated_ledger():
     assert f.batch_size == 30 and f.n == 8 and len(f.pool) == 600
 
 
+@pytest.mark.slow
 def test_fit_from_a_sqlite_run_drives_the_simulator(tmp_path):
     ledger, _, _, recorded = _planted(tmp_path)
     ledger.close()
@@ -116,6 +118,7 @@ def test_dots_runs_on_synthetic_embeddings_that_carry_the_ease():
     assert any("pearson" in row for row in r["series"])
 
 
+@pytest.mark.slow
 def test_a_large_pool_steps_without_per_prompt_loops():
     # a million prompts work the same way (docs/simulate.md has the timing); no timing asserted here
     (r,) = _one(["--selector", "greso", "--pool", "200000", "--steps", "2", "--batch", "512", "--n", "16"])

@@ -207,6 +207,9 @@ class RunConfig:
     batch_size: int = doc("Prompts (groups) trained on per step.", 32)
     n: int = doc("Rollouts per prompt (the group size).", 8)
     checkpoint_every: int = doc("Save a resumable checkpoint every this many steps (0 = only at the end).", 10)
+    checkpoint_keep: int = doc(
+        "Checkpoints kept in RUN/checkpoints, the newest ones; older ones are deleted after each save. Keep 2 or "
+        "more: a resume falls back to the previous checkpoint when the newest is damaged.", 2)
     sampling: SamplingParams = field(default_factory=SamplingParams)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -232,6 +235,9 @@ class RunConfig:
     def __post_init__(self) -> None:
         check_positive("steps", self.steps)
         check_positive("batch_size", self.batch_size)
+        if self.checkpoint_keep < 1:
+            raise ConfigError(f"checkpoint_keep must be >= 1 (the checkpoint a resume starts from), got "
+                              f"{self.checkpoint_keep}")
         if self.n < 2:
             raise ConfigError(f"n must be >= 2 (GRPO needs a group to compare within), got {self.n}")
         filters = []

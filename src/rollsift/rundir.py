@@ -98,6 +98,11 @@ class RunDir:
             return accumulate([{"step": s.step, **s.metrics} for s in ledger.steps()])
 
     # ------------------------------------------------------------------ owning
+    def check_not_in_use(self) -> None:
+        """Raise the lock's message if another process holds this run directory; take nothing."""
+        if (self.path / ".lock").exists():
+            RunLock(self.path / ".lock").acquire().release()
+
     def lock(self) -> "RunLock":
         return RunLock(self.path / self.LOCK)
 

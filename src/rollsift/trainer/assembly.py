@@ -33,7 +33,7 @@ from ..metrics_file import RunLog
 # restores (evaluation draws from its own seeds and restores the sampler's state afterwards). The
 # step size may change too (lowering learner.lr is how a diverged run is recovered); the run then
 # no longer equals an uninterrupted one, which the resume says.
-RESUME_SAFE = ("steps", "max_minutes", "out", "device", "threads", "checkpoint_every", "log.", "eval.",
+RESUME_SAFE = ("steps", "max_minutes", "out", "device", "threads", "checkpoint_every", "checkpoint_keep", "log.", "eval.",
                "data.eval", "data.eval_size")
 RESUME_TUNABLE = ("learner.lr", "learner.warmup_steps", "learner.grad_clip", "learner.max_nonfinite_steps",
                   "learner.undo_nonfinite", "learner.old_logprobs", "async.enabled", "async.max_staleness",
@@ -138,7 +138,7 @@ class Run:
             **(extra or {}),
         }
         self.ledger.sync()  # every event of the checkpointed steps is durable before the state that counts on them
-        return checkpoint.save(self.cfg.out, step, self.model, self.tokenizer, state)
+        return checkpoint.save(self.cfg.out, step, self.model, self.tokenizer, state, keep=self.cfg.checkpoint_keep)
 
     def restore(self) -> int:
         """Load the newest intact checkpoint (falling back past damaged ones) and roll the ledger and
@@ -157,6 +157,8 @@ class Run:
             self.restored_state = state
             step = int(state["step"])
             checkpoint.discard_after(self.cfg.out, step)
+            print(f"rollsift: resuming from step {step} ({path.name}); steps {step + 1}-{self.cfg.steps} to go",
+                  file=sys.stderr)
             break
         else:
             if checkpoint.candidates(self.cfg.out) or (self.rundir.checkpoints / checkpoint.LATEST).exists() \
@@ -227,6 +229,7 @@ def build(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> Run:
     from .learner import PolicyLearner
 
     rundir = RunDir(cfg.out)
+    rundir.check_not_in_use()  # a second trainer gets the same message with or without --resume
     if resume and not rundir.has_run():
         raise RunDirError(f"--resume: {rundir.path} holds no run to resume; drop --resume to start one there")
     if not resume and rundir.has_run() and not overwrite:

@@ -70,8 +70,7 @@ class AsyncError(UserError):
 def train_async(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
     from ..records import Context, TrainBatch
     from .learner import batch_advantages
-    from .loop import StepOutcome, opened_run, run_steps
-    from .summary import summarize_run
+    from .loop import StepOutcome, opened_run, run_steps, summarize_attempt
 
     eta = cfg.async_.max_staleness
     with opened_run(cfg, resume=resume, overwrite=overwrite) as (run, start), \
@@ -119,7 +118,7 @@ def train_async(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -
                                            "extra": {"async_pending": snap["pending"]}})
 
         run_steps(run, start, one_step)
-    return summarize_run(cfg.out)
+    return summarize_attempt(cfg, start)
 
 
 @contextmanager

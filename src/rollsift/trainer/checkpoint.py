@@ -27,6 +27,8 @@ from ..errors import UserError
 LATEST = "latest"
 STATE = "state.pt"
 WEIGHTS = "model.safetensors"
+# Free space asked for beyond a checkpoint's own size: the ledger, metrics and the next step's writes need room too.
+DISK_MARGIN = 1.2
 
 
 class CheckpointError(UserError, RuntimeError):
@@ -63,9 +65,11 @@ def save(out: str | Path, step: int, model, tokenizer, state: dict[str, Any], ke
     previous = latest(out)
     need = _size(previous) if previous is not None else sum(p.numel() * p.element_size() for p in model.parameters()) * 3
     free = shutil.disk_usage(root).free
-    if free < need * 1.2:
-        raise CheckpointError(f"step {step}: {free / 2**20:.0f} MiB free under {root}, a checkpoint needs about "
-                              f"{need / 2**20:.0f} MiB; free some space and resume (--resume) from the last checkpoint")
+    if free < need * DISK_MARGIN:
+        raise CheckpointError(f"step {step}: {free / 2**20:.1f} MiB free under {root}; a checkpoint needs about "
+                              f"{need / 2**20:.1f} MiB, and {DISK_MARGIN:g}x that ({need * DISK_MARGIN / 2**20:.1f} MiB) "
+                              f"must be free so that the ledger and metrics still have room; free some space and "
+                              f"resume (--resume) from the last checkpoint")
     shutil.rmtree(tmp, ignore_errors=True)
     from ..generate.hf import quiet_transformers
 

@@ -41,8 +41,9 @@ class Health:
             if self.in_a_row >= self.cfg.learner.max_nonfinite_steps:
                 raise TrainingDiverged(
                     f"{self.in_a_row} consecutive steps (to step {step}) had a non-finite loss or gradient and were "
-                    f"undone; the checkpoints hold only finite weights. Lower learner.lr (now {lr:g}) or raise "
-                    f"learner.grad_clip, then resume with --resume or start over")
+                    f"undone; the checkpoints hold only finite weights. Lower learner.lr (now {lr:g}) or "
+                    f"learner.grad_clip (now {self.cfg.learner.grad_clip:g}; 0 = no clipping), which bounds each "
+                    f"update's size, then resume with --resume (both may change on resume) or start over")
         else:
             self.in_a_row = 0
         acc = row.get("eval/accuracy")

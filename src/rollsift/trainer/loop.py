@@ -20,6 +20,7 @@ from .. import faults
 from ..config import RunConfig
 from .assembly import Run, build
 from .health import Health
+from .summary import summarize_run
 
 
 @dataclass
@@ -59,6 +60,13 @@ def run_steps(run: Run, start: int, one_step: Callable[[int], StepOutcome]) -> N
             break
 
 
+def summarize_attempt(cfg: RunConfig, start: int) -> dict[str, Any]:
+    """The run's summary, saying from which step this attempt resumed (None for a fresh start)."""
+    summary = summarize_run(cfg.out)
+    summary["resumed_from"] = start or None
+    return summary
+
+
 def end_step(run: Run, step: int, metrics: dict[str, float], health: Health,
              before_log: Callable[[], None] | None = None) -> tuple[bool, bool]:
     """Evaluate when due (every ``eval.every`` steps and at the last), log the row, record it in the
@@ -86,4 +94,4 @@ def timed(fn: Callable[[int], dict[str, float]], step: int, key: str) -> dict[st
     return out
 
 
-__all__ = ["StepOutcome", "end_step", "opened_run", "run_steps", "timed"]
+__all__ = ["StepOutcome", "end_step", "opened_run", "run_steps", "summarize_attempt", "timed"]

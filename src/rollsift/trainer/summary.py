@@ -76,9 +76,11 @@ def format_summary(s: dict[str, Any]) -> str:
         return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
 
     split = ", ".join(f"{k} {v:.0f}s" for k, v in s["time_split_s"].items() if v)
+    start = s.get("resumed_from")
+    steps = f"{s['steps']} steps" + (f" ({s['steps'] - start} in this attempt, resumed from step {start})" if start else "")
     return (
         f"held-out accuracy {pct(s['eval_initial'])} -> {pct(s['eval_final'])} (best {pct(s['eval_best'])}, "
-        f"greedy {pct(s['greedy_final'])}) in {s['steps']} steps\n"
+        f"greedy {pct(s['greedy_final'])}) in {steps}\n"
         f"rollouts {int(s['rollouts'])}, generated tokens {int(s['gen_tokens'])}, "
         f"effective share {s['effective_share']:.2f}, train wall {s['train_wall_s']:.0f}s ({split})"
     )

@@ -28,8 +28,7 @@ from typing import Any
 from ..config import RunConfig
 from ..pipeline.rollout_pipeline import train_step
 from .learner import batch_advantages
-from .loop import StepOutcome, opened_run, run_steps
-from .summary import summarize_run
+from .loop import StepOutcome, opened_run, run_steps, summarize_attempt
 
 
 def train(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
@@ -49,7 +48,7 @@ def train(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> dict
             return StepOutcome(metrics)
 
         run_steps(run, start, one_step)
-    return summarize_run(cfg.out)
+    return summarize_attempt(cfg, start)
 
 
 __all__ = ["train"]
