@@ -154,6 +154,28 @@ class DataConfig:
 
 
 @dataclass
+class RewardConfig:
+    timeout_s: float = doc("Bound on one completion's answer check, in seconds (math-verify in a worker process).", 5.0)
+    batch_timeout: Optional[float] = doc(
+        "Bound on scoring one batch (one score() call: a group, or a whole step's batch), in seconds, however many "
+        "completions it holds: they are checked in parallel on the worker pool and what is unfinished at the "
+        "deadline counts as wrong with reason 'timeout' (reward/reason/timeout). 30 s: a healthy batch of 256 "
+        "distinct symbolic answers takes 1.3 s, so none is cut; a stalled one costs at most this, not timeout_s per "
+        "completion (docs/robustness.md). None: no batch bound.", 30.0)
+
+    def __post_init__(self) -> None:
+        check_positive("reward.timeout_s", self.timeout_s)
+        if self.batch_timeout is not None:
+            check_positive("reward.batch_timeout", self.batch_timeout)
+
+    def build(self):
+        """The run's ``MathReward`` with these bounds."""
+        from .rewards import MathReward
+
+        return MathReward(timeout_s=self.timeout_s, batch_timeout=self.batch_timeout)
+
+
+@dataclass
 class EvalConfig:
     every: int = doc("Evaluate on the held-out set every this many training steps (0 = only at start and end).", 20)
     samples: int = doc("Sampled completions per held-out prompt; accuracy is their mean (GRESO validates with 4).", 4)
@@ -214,6 +236,7 @@ class RunConfig:
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     data: DataConfig = field(default_factory=DataConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     log: LogConfig = field(default_factory=LogConfig)
     async_: AsyncConfig = field(default_factory=AsyncConfig, metadata={"key": "async"})

@@ -226,7 +226,7 @@ def _trl_row(row: Mapping) -> Prompt:
     meta.update({k: v for k, v in row.items() if k not in (key, "id", "answer", "meta") and v is not None})
     if row.get("answer") is not None:
         answer = _answer_text(row["answer"], "answer")
-        if "\n" in answer and "\\boxed" not in answer:  # GSM8K keeps its worked solution in 'answer'
+        if ("\n" in answer or "####" in answer) and "\\boxed" not in answer:  # GSM8K: solution, then "#### X"
             extracted, how = extract_answer(answer)
             if how == "gsm8k":
                 meta.setdefault("solution", answer)
@@ -288,6 +288,7 @@ def load_prompts(
     style: str = "auto",
     on_error: str = "raise",
     limit: int | None = None,
+    nonempty: bool = False,
 ) -> LoadResult:
     """Prompts from a ``.jsonl`` / ``.json`` / ``.parquet`` file or a directory of parquet shards.
 
@@ -295,6 +296,7 @@ def load_prompts(
     on_error: "raise" a ``DataError`` at the first bad row, or "skip" bad rows (counted in
         ``skipped``; the first ``MAX_KEPT_ERRORS`` messages kept in ``errors``).
     limit: stop after this many prompts.
+    nonempty: raise a ``DataError`` when no prompt is left (an empty file, or every row skipped).
     Ids must be unique across everything loaded; a duplicate names both rows.
     """
     if style not in STYLES:
@@ -334,9 +336,11 @@ def load_prompts(
                                     "give rows distinct ids (or remove the duplicate prompt); "
                                     "on_error='skip' keeps the first")
             except _RowError as e:
-                err = DataError(str(file), where, e.field, e.problem, e.fix)
                 if on_error == "raise":
-                    raise err from None
+                    raise DataError(str(file), where, e.field, e.problem,
+                                    f"{e.fix}; or skip bad rows with data.on_error=skip "
+                                    f"(load_prompts(..., on_error='skip'))") from None
+                err = DataError(str(file), where, e.field, e.problem, e.fix)
                 skipped += 1
                 if len(errors) < MAX_KEPT_ERRORS:
                     errors.append(str(err))
@@ -345,7 +349,42 @@ def load_prompts(
             prompts.append(p)
     if skipped:
         logger.warning("load_prompts(%s): skipped %d bad rows; first: %s", path, skipped, errors[0])
-    return LoadResult(prompts=prompts, skipped=skipped, errors=errors, styles=styles)
+    result = LoadResult(prompts=prompts, skipped=skipped, errors=errors, styles=styles)
+    if nonempty:
+        check_nonempty(result, path)
+    return result
+
+
+def check_nonempty(result: LoadResult, path: str | os.PathLike, key: str | None = None) -> None:
+    """Raise ``DataError`` when ``result`` holds no prompt: an empty file, or one whose every row was
+    skipped. ``key`` (e.g. "data.eval") names the setting in the fix."""
+    if result.prompts:
+        return
+    if result.skipped:
+        first = result.errors[0] if result.errors else ""
+        raise DataError(str(path), None, None,
+                        f"every row was bad and skipped ({result.skipped} with data.on_error=skip); first: {first}",
+                        "fix the rows the first error names" + (f", or set {key} to another file" if key else ""))
+    none_hint = " (or data.eval=none to run without a held-out set)" if key in (None, "data.eval") else ""
+    raise DataError(str(path), None, None, "holds no prompts (the file has no rows)",
+                    f"give a file with at least one row{none_hint}")
+
+
+def check_batch_fill(result: LoadResult, batch_size: int, path: str | os.PathLike,
+                     key: str = "data.train", used: int | None = None) -> str | None:
+    """Warn (and return the warning) when fewer prompts than ``batch_size`` were loaded: every step
+    then trains on fewer groups than asked. ``used``: the prompts kept after a size cap (default:
+    all loaded). Names how many rows were skipped as bad, when that is the cause."""
+    have = len(result.prompts) if used is None else used
+    if have >= batch_size:
+        return None
+    why = (f"{result.skipped} of {result.skipped + len(result.prompts)} rows were skipped as bad "
+           f"(data.on_error=skip; first: {result.errors[0] if result.errors else '?'})" if result.skipped
+           else "the file holds no more")
+    msg = (f"{key} = {str(path)!r} gives {have} prompt{'s' if have != 1 else ''}, fewer than batch_size "
+           f"{batch_size}: {why}; every step will train on at most {have} group{'s' if have != 1 else ''}")
+    logger.warning("rollsift: %s", msg)
+    return msg
 
 
 def _chain(head: list, rest: Iterable) -> Iterator:

@@ -15,6 +15,8 @@ The file is self-describing: the views ``live_groups``, ``live_selections``, ``l
 
 from __future__ import annotations
 
+import errno
+import functools
 import hashlib
 import json
 import sqlite3
@@ -23,6 +25,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from ..errors import UserError
 from .rows import COLUMNS
 from .state import LedgerBase, _json_default
 
@@ -31,6 +34,43 @@ TABLES = {"groups": "group_events", "selections": "selection_events", "filters":
           "steps": "step_events", "uses": "use_events"}
 LIVE_VIEWS = {"groups": "live_groups", "selections": "live_selections", "filters": "live_filters",
               "steps": "live_steps", "uses": "live_uses"}
+
+class LedgerFullError(UserError, OSError):
+    """The disk under a ledger is full. Not a damaged ledger: the file still holds the run's
+    history (SQLite rolled the failed write back), so the way out is free space, never removing it."""
+
+    def __init__(self, path: Path, cause: BaseException, *, started: bool) -> None:
+        where = path.parent
+        then = ("then continue the run with --resume (the ledger holds its history: do not remove it)" if started
+                else "then start the run again")
+        super().__init__(errno.ENOSPC, f"{path}: the disk is full ({cause}). Free space on {where} "
+                                       f"(see `df -h {where}`), {then}")
+        self.path = path
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def _disk_full(e: BaseException) -> bool:
+    code = getattr(e, "sqlite_errorcode", None)
+    return code == getattr(sqlite3, "SQLITE_FULL", 13) or "disk is full" in str(e) or (
+        isinstance(e, OSError) and e.errno == errno.ENOSPC)
+
+
+def _clear_when_full(method):
+    """A write that finds the disk full raises ``LedgerFullError`` (the history stays intact)."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except (sqlite3.OperationalError, OSError) as e:
+            if _disk_full(e) and not isinstance(e, LedgerFullError):
+                raise LedgerFullError(self.path, e, started=True) from e
+            raise
+
+    return wrapper
+
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -91,19 +131,25 @@ class SqliteLedger(LedgerBase):
                 raise FileNotFoundError(f"no ledger at {str(self.path)!r}")
             self._db = _connect_readonly(self.path)
         else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(self.path), isolation_level=None)
+            started = self.path.is_file() and self.path.stat().st_size > 0
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._db = _connect(self.path)
+                self._db.execute("PRAGMA busy_timeout = 10000")
+                self._db.execute("PRAGMA journal_mode = WAL")
+                self._db.execute("PRAGMA synchronous = NORMAL")
+                with _transaction(self._db):  # not executescript, which commits on its own
+                    for stmt in SCHEMA.split(";\n"):
+                        if stmt.strip():
+                            self._db.execute(stmt)
+                    self._db.execute("INSERT OR IGNORE INTO attempts VALUES (0, NULL, ?)", (time.time(),))
+                    self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            except (sqlite3.OperationalError, OSError) as e:
+                if _disk_full(e):
+                    raise LedgerFullError(self.path, e, started=started) from e
+                raise
         db = self._db
         db.execute("PRAGMA busy_timeout = 10000")
-        if not readonly:
-            db.execute("PRAGMA journal_mode = WAL")
-            db.execute("PRAGMA synchronous = NORMAL")
-            with _transaction(db):  # not executescript, which commits on its own
-                for stmt in SCHEMA.split(";\n"):
-                    if stmt.strip():
-                        db.execute(stmt)
-                db.execute("INSERT OR IGNORE INTO attempts VALUES (0, NULL, ?)", (time.time(),))
-                db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
         version = self.get_meta("schema")
         if version != SCHEMA_VERSION:
             raise ValueError(f"{str(self.path)!r}: ledger schema {version!r}, this rollsift reads {SCHEMA_VERSION}")
@@ -113,6 +159,7 @@ class SqliteLedger(LedgerBase):
                         for k in COLUMNS}
 
     # ------------------------------------------------------------------ storage hooks
+    @_clear_when_full
     def _append(self, table: str, rows: list[tuple]) -> None:
         if not rows:
             return
@@ -141,6 +188,7 @@ class SqliteLedger(LedgerBase):
         return self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() \
             is not None
 
+    @_clear_when_full
     def _register(self, ids: list[str], labels: list[Any] | None) -> None:
         ids_json = json.dumps(ids)
         labels_json = None if labels is None else json.dumps(labels, default=_json_default)
@@ -164,6 +212,7 @@ class SqliteLedger(LedgerBase):
                     pool[pid] = lab
         return list(pool), list(pool.values())
 
+    @_clear_when_full
     def _new_attempt(self, after_step: int) -> int:
         db = self._db
         with _transaction(db):
@@ -175,6 +224,7 @@ class SqliteLedger(LedgerBase):
         return [tuple(r) for r in self._db.execute("SELECT attempt, after_step FROM attempts ORDER BY attempt")]
 
     # ------------------------------------------------------------------ metadata and lifetime
+    @_clear_when_full
     def set_meta(self, key: str, value: Any) -> None:
         """Run metadata (JSON-encodable); not tied to a step, so never rolled back."""
         with _transaction(self._db):
@@ -185,6 +235,7 @@ class SqliteLedger(LedgerBase):
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return default if row is None else json.loads(row[0])
 
+    @_clear_when_full
     def sync(self) -> None:
         """Durability barrier: fsync the WAL, and with it every event written so far."""
         self._db.execute("PRAGMA synchronous = FULL")
@@ -199,6 +250,10 @@ class SqliteLedger(LedgerBase):
 
     def close(self) -> None:
         self._db.close()
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(str(path), isolation_level=None)
 
 
 def _connect_readonly(path: Path) -> sqlite3.Connection:
@@ -228,4 +283,7 @@ class _transaction:
         self.db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type, *_: Any) -> None:
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        if not exc_type:
+            self.db.execute("COMMIT")
+        elif self.db.in_transaction:  # SQLite has already rolled back after some errors (a full disk)
+            self.db.execute("ROLLBACK")

@@ -2,7 +2,9 @@
 
 A reward function is anything matching ``protocols.RewardFn``:
 ``(Prompt, Completion) -> RewardResult``. ``MathReward`` is the built-in one; ``score`` and
-``score_group`` apply any reward function and tally the results in a ``RewardStats``.
+``score_group`` apply any reward function and tally the results in a ``RewardStats``; a reward
+function with its own ``score(pairs)`` method (``MathReward``: the whole batch under one deadline,
+checked in parallel) is handed the batch at once, and ``score_groups`` hands it many groups at once.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ __all__ = [
     "math_verify_outcome",
     "score",
     "score_group",
+    "score_groups",
 ]
 
 
@@ -73,8 +76,12 @@ def score(
     *,
     stats: RewardStats | None = None,
 ) -> list[RewardResult]:
-    """``reward_fn`` applied to each ``(prompt, completion)`` pair, in order; tallied in ``stats``."""
-    results = [reward_fn(p, c) for p, c in pairs]
+    """``reward_fn`` applied to each ``(prompt, completion)`` pair, in order; tallied in ``stats``.
+
+    A reward function with a ``score(pairs)`` method gets the whole list in one call (``MathReward``
+    bounds it by ``batch_timeout``); any other is called once per pair."""
+    batch = getattr(reward_fn, "score", None)
+    results = list(batch(list(pairs))) if callable(batch) else [reward_fn(p, c) for p, c in pairs]
     if stats is not None:
         stats.update(results)
     return results
@@ -89,3 +96,20 @@ def score_group(
 ) -> list[RewardResult]:
     """The results of one prompt's ``n`` completions (``out[i]`` scores ``completions[i]``)."""
     return score(reward_fn, ((prompt, c) for c in completions), stats=stats)
+
+
+def score_groups(
+    reward_fn: RewardFn,
+    groups: Iterable[tuple[Prompt, Sequence[Completion]]],
+    *,
+    stats: RewardStats | None = None,
+) -> list[list[RewardResult]]:
+    """The results of many prompts' completions in one ``score`` call (``out[g][i]`` scores
+    ``groups[g][1][i]``): with ``MathReward`` a whole step's batch shares one ``batch_timeout``."""
+    groups = [(p, list(cs)) for p, cs in groups]
+    flat = score(reward_fn, [(p, c) for p, cs in groups for c in cs], stats=stats)
+    out, at = [], 0
+    for _, cs in groups:
+        out.append(flat[at : at + len(cs)])
+        at += len(cs)
+    return out

@@ -150,14 +150,19 @@ class Worker:
                 pass
         self.proc, self.conn, self.ready = None, None, False
 
-    def ensure_ready(self) -> None:
+    def ensure_ready(self, within: float | None = None) -> None:
+        """Start the worker if needed and wait until it is ready. ``within`` (seconds): raise
+        ``Deadline`` after that long, leaving the worker to finish starting for a later call."""
         if self.proc is None or self.pid != os.getpid() or self.proc.poll() is not None:
             if self.pid == os.getpid():
                 self.stop()
             self.proc = None  # in a forked child, forget (never kill) the parent's worker
             self.start()
         if not self.ready:
-            if not self.conn.poll(self.STARTUP_S):
+            wait = self.STARTUP_S if within is None else min(max(within, 0.0), self.STARTUP_S)
+            if not self.conn.poll(wait):
+                if within is not None and wait < self.STARTUP_S:
+                    raise Deadline()
                 self.stop()
                 raise WorkerError(f"verifier worker did not start within {self.STARTUP_S:.0f} s")
             self.conn.recv()
@@ -242,6 +247,31 @@ class WorkerPool:
     @property
     def restarts(self) -> int:
         return sum(w.restarts for w in self.workers)
+
+    def take(self, deadline: float) -> Worker:
+        """A worker for the caller alone (give it back with ``give``); ``Deadline`` if none frees in time."""
+        return self._take(deadline)
+
+    def give(self, w: Worker) -> None:
+        self._give(w)
+
+    def warm(self, k: int) -> None:
+        """Have at least ``k`` workers (at most ``max_workers``) and wait for those started now, all
+        starting at once: the start-ups (3-4 s each) overlap instead of queueing."""
+        fresh: list[Worker] = []
+        with self._cond:
+            while len(self.workers) < min(k, self.max_workers):
+                w = Worker(self.verifier)
+                self.workers.append(w)
+                fresh.append(w)
+        try:
+            for w in fresh:
+                w.start()
+            for w in fresh:
+                w.ensure_ready()
+        finally:
+            for w in fresh:
+                self._give(w)
 
     def _take(self, deadline: float) -> Worker:
         with self._cond:

@@ -34,6 +34,7 @@ from ..metrics_file import RunLog
 # step size may change too (lowering learner.lr is how a diverged run is recovered); the run then
 # no longer equals an uninterrupted one, which the resume says.
 RESUME_SAFE = ("steps", "max_minutes", "out", "device", "threads", "checkpoint_every", "checkpoint_keep", "log.", "eval.",
+               "reward.",
                "data.eval", "data.eval_size")
 RESUME_TUNABLE = ("learner.lr", "learner.warmup_steps", "learner.grad_clip", "learner.max_nonfinite_steps",
                   "learner.undo_nonfinite", "learner.old_logprobs", "async.enabled", "async.max_staleness",
@@ -43,6 +44,8 @@ RESUME_TUNABLE = ("learner.lr", "learner.warmup_steps", "learner.grad_clip", "le
 def load_data(cfg: RunConfig) -> tuple[list[Prompt], list[Prompt]]:
     d = cfg.data
 
+    from ..data import check_batch_fill, load_prompts
+
     def read(source: str, split: str, size: int | None) -> list[Prompt]:
         if source == "none":
             return []
@@ -50,10 +53,12 @@ def load_data(cfg: RunConfig) -> tuple[list[Prompt], list[Prompt]]:
             from ..testbed.problems import prompts
 
             out = prompts(split)
-        else:
-            from ..data import load_prompts
-
-            out = load_prompts(source, style=d.style, on_error=d.on_error).prompts
+        else:  # an empty or all-skipped file is an error naming it, before any model loads
+            res = load_prompts(source, style=d.style, on_error=d.on_error, nonempty=True)
+            out = res.prompts[:size] if size else res.prompts
+            if split == "train":  # rows skipped as bad may leave fewer prompts than a batch: say so
+                check_batch_fill(res, cfg.batch_size, source, "data.train", used=len(out))
+            return out
         return out[:size] if size else out
 
     train = read(d.train, "train", d.train_size)
@@ -213,12 +218,12 @@ def assemble_rollouts(cfg: RunConfig, train: list[Prompt], ledger: Any, out: Pat
     """Load the policy and build its generator, the reward and the rollout pipeline over ``train``,
     every strategy seeded from ``cfg.seed`` and bound to the policy (DOTS's embeddings, the quality head)."""
     from ..generate import HFGenerator
-    from ..rewards import MathReward, RewardStats, score_group
+    from ..rewards import RewardStats, score_group
 
     device = resolve_device(cfg.device) if device is None else device
     model, tokenizer = load_model(cfg.model, device)
     generator = HFGenerator(model, tokenizer, max_batch_rows=256, seed=seed_of("generator", cfg.seed))
-    reward, stats = MathReward(), RewardStats()
+    reward, stats = cfg.reward.build(), RewardStats()
     pipeline = RolloutPipeline.from_config(
         cfg, train, ledger, generator=generator, score_fn=lambda p, cs: score_group(reward, p, cs, stats=stats),
         bind={"model": model, "tokenizer": tokenizer, "encode": generator.encode, "out": out, "device": device})

@@ -10,6 +10,7 @@ from typing import Any, Mapping, Sequence
 
 from ...data import content_id as data_content_id
 from ...records import Completion, Prompt, RewardResult
+from ...rewards import score
 
 # Keyword arguments TRL passes to every reward function besides the dataset columns.
 _TRL_REWARD_KWARGS = {"trainer_state", "log_extra", "log_metric", "environments", "completion_ids"}
@@ -44,13 +45,15 @@ class RollsiftReward:
         ids = kw.get(self.id_column)
         extra = {k: v for k, v in kw.items() if k not in _TRL_REWARD_KWARGS and k not in (self.answer_column,
                                                                                        self.id_column)}
-        results = []
+        pairs = []
         for i, (prompt, completion) in enumerate(zip(prompts, completions)):
             pid = str(ids[i]) if ids is not None and ids[i] is not None else content_id(prompt)
             rec = _prompt_record(pid, prompt, kw[self.answer_column][i], {k: v[i] for k, v in extra.items()})
             text = completion[-1]["content"] if isinstance(completion, list) else completion
             tokens = completion_ids[i] if completion_ids is not None else ()
-            results.append(self.reward_fn(rec, Completion(pid, i, tokens, text)))
+            pairs.append((rec, Completion(pid, i, tokens, text)))
+        # one call for TRL's whole batch: MathReward checks it in parallel under one deadline (batch_timeout)
+        results = score(self.reward_fn, pairs)
         self.last_results = results
         self.last_correct = [bool(r.correct) for r in results]
         if results and callable(kw.get("log_metric")):
