@@ -120,3 +120,24 @@ def test_cli_on_a_sqlite_ledger_reads_the_runs_config(tmp_path, capsys):
         main([str(tmp_path / "nope")])
     with pytest.raises(ConfigError, match="only selector.KEY"):
         main([str(tmp_path), "--set", "dynamic.max_rounds=2"])
+
+
+def test_the_oracle_skips_exactly_the_zero_variance_groups():
+    ledger = MemoryLedger()
+    outcomes = {f"easy/{i}": 8 for i in range(30)} | {f"hard/{i}": 0 for i in range(10)} | \
+               {f"mixed/{i}": 3 for i in range(20)}
+    _record(ledger, 4, outcomes)
+    out = replay(ledger, "greso", seed=0)
+    o = out["oracle"]["total"]
+    assert o["groups"] == 240 and o["skipped_groups"] == 160 and o["skipped_all_correct"] == 120
+    assert o["saved_rollout_share"] == pytest.approx(160 / 240) and o["lost_informative_groups"] == 0
+    assert o["lost_informative_share"] == 0.0 and o["projected_cost_ratio"] == pytest.approx(80 / 240)
+    assert out["oracle"]["per_epoch"]["0"]["skipped_groups"] == 40
+    t = out["total"]   # GRESO never skips the mixed prompts here, so its saving is all zero-variance
+    assert t["oracle_saving_reached"] == pytest.approx(t["saved_rollouts"] / o["saved_rollouts"]) and \
+        0 < t["oracle_saving_reached"] < 1
+    assert replay(ledger, "uniform")["total"]["oracle_saving_reached"] == 0.0
+    lossy = replay(ledger, "posterior", {"max_lost": 0.5}, seed=0)["total"]
+    # rollouts saved on informative groups are not the oracle's saving: the share counts zero-variance ones
+    assert lossy["oracle_saving_reached"] == pytest.approx(
+        (lossy["saved_rollouts"] - 8 * lossy["lost_informative_groups"]) / o["saved_rollouts"])

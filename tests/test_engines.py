@@ -39,7 +39,8 @@ def test_one_seed_table():
     assert SEEDS["selector"] == 5 and seed_of("selector", 7) == 12 and seed_of("stream", 7) == 7
 
 
-@pytest.mark.parametrize("knobs", [{"type": "greso"}, {"type": "posterior", "tau_start": 0.5}],
+@pytest.mark.parametrize("knobs", [{"type": "greso"}, {"type": "posterior", "tau_start": 0.5},
+                                   {"type": "learned", "tau_start": 0.6, "floor": 0.5}],  # untrained: q = 0.5, all below tau
                          ids=lambda k: k["type"])
 def test_trainer_and_verl_decide_alike(knobs):
     pool, _ = synthetic_pool(60, seed=1)

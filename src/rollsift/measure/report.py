@@ -3,7 +3,7 @@
 Figures (matplotlib, Agg, embedded as base64 PNGs drawn at twice their displayed size, so the page
 is one self-contained file, sharp on high-DPI screens; legends sit under the plots, never over the
 data): accuracy against rollouts, generated tokens and training wall time; the zero-variance share of
-groups per step; GRESO's p_easy / p_hard and skip rate; the DOTS predictor's Pearson correlation;
+groups per step; GRESO's p_easy / p_hard and skip rate; the learned selector's tau, lost share, AUC and reliability plot; the DOTS predictor's Pearson correlation;
 pruning (head AUC, pruned fraction, rollouts and tokens saved); one prompt-by-epoch outcome heat
 map per run from its ledger; the realism card of every run with a ledger (``measure.card``). A run
 keeps one colour in every figure. A figure or panel whose metrics no run has is left out.
@@ -259,6 +259,47 @@ def staleness_figure(runs: Sequence[str | Path], names: Sequence[str], style: _S
     return _image(fig)
 
 
+def calibration_rows(rows: Sequence[dict]) -> tuple[list[dict[str, float]], float | None] | None:
+    """The learned selector's reliability bins and AUC over the run, from its last metrics row that has
+    them (``select/learned/calib/*``: out-of-sample predictions, cumulative), or None."""
+    for r in reversed(rows):
+        bins = sorted({int(k.rsplit("_", 1)[1]) for k in r if k.startswith("select/learned/calib/groups_")})
+        if bins:
+            return ([{"bin": j, "groups": r[f"select/learned/calib/groups_{j}"],
+                      "predicted": r[f"select/learned/calib/predicted_{j}"],
+                      "observed": r[f"select/learned/calib/observed_{j}"]} for j in bins], r.get("select/learned/auc"))
+    return None
+
+
+def calibration_figure(metrics: dict[str, list[dict]], style: _Style) -> str | None:
+    """Reliability plot of the learned selector: predicted against observed zero-variance rate of the
+    groups it rolled out (each predicted before the outcome), marker area ~ groups; AUC in the legend."""
+    import matplotlib.pyplot as plt
+
+    got = {n: c for n, c in ((n, calibration_rows(rows)) for n, rows in metrics.items()) if c}
+    if not got:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    ax, hx = axes
+    ax.plot([0, 1], [0, 1], color="#999999", lw=0.8, ls="--")
+    for name, (bins, auc) in got.items():
+        total = sum(b["groups"] for b in bins) or 1
+        label = f"{name} (AUC {auc:.3f})" if auc is not None else name
+        ax.plot([b["predicted"] for b in bins], [b["observed"] for b in bins], color=style.color[name], lw=1)
+        ax.scatter([b["predicted"] for b in bins], [b["observed"] for b in bins], s=[4 + 400 * b["groups"] / total
+                   for b in bins], color=style.color[name], label=label, zorder=3)
+        hx.bar([b["bin"] / 10 + 0.05 for b in bins], [b["groups"] / total for b in bins], 0.09, alpha=0.5,
+               color=style.color[name], label=name)
+    ax.set_xlabel("predicted P(zero variance)")
+    ax.set_ylabel("observed zero-variance rate")
+    ax.set_title("reliability (groups rolled out, predicted before their outcome)", fontsize=10)
+    hx.set_xlabel("predicted P(zero variance)")
+    hx.set_ylabel("share of groups")
+    hx.set_title("where the predictions fall", fontsize=10)
+    _legend_below(fig, [ax])
+    return _image(fig)
+
+
 def _table(summary: dict[str, Any] | None, runs: Sequence[str | Path], names: Sequence[str]) -> str:
     from .tables import headline_rows
 
@@ -273,13 +314,35 @@ def _table(summary: dict[str, Any] | None, runs: Sequence[str | Path], names: Se
         head = ("run", "best acc", "final acc", "rollouts", "gen tokens", "train wall s", "effective share", "steps")
         rows = []
         for run, name in zip(runs, names):
-            s = summarize_run(run)
+            s = summarize_run(run) if _has_steps(run) else _groups_summary(run)
             rows.append((name, f(s["eval_best"], "{:.3f}"), f(s["eval_final"], "{:.3f}"), f(s["rollouts"], "{:.0f}"),
                          f(s["gen_tokens"], "{:.0f}"), f(s["train_wall_s"], "{:.0f}"),
                          f(s["effective_share"], "{:.2f}"), str(s["steps"])))
     th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
     return f"<table><tr>{th}</tr>{body}</table>"
+
+
+def _has_steps(run: str | Path) -> bool:
+    from ..rundir import RunDir
+
+    return bool(RunDir(run).read_metrics())
+
+
+def _groups_summary(run: str | Path) -> dict[str, Any]:
+    """The headline of a run whose ledger holds groups only (``rollsift trace import``): costs from its
+    train groups; no evaluation, no wall time."""
+    from ..rundir import RunDir
+
+    rollouts = informative = 0
+    steps = set()
+    with RunDir(run).open_ledger() as ledger:
+        for g in ledger.groups("train"):
+            rollouts += g.n
+            informative += g.n if 0 < g.n_correct < g.n else 0
+            steps.add(g.step)
+    return {"eval_best": None, "eval_final": None, "rollouts": rollouts, "gen_tokens": None, "train_wall_s": None,
+            "effective_share": informative / rollouts if rollouts else None, "steps": len(steps)}
 
 
 def _has(rows: Sequence[dict], prefix: str) -> bool:
@@ -311,6 +374,12 @@ def render(runs: Sequence[str | Path], out: str | Path, summary: dict[str, Any] 
             ("tau (keep threshold on P(informative))", ["select/posterior/tau"]),
             ("expected share of informative groups lost", ["select/posterior/expected_lost"]),
             ("skip rate", ["select/posterior/skip_frac"])], smooth=True)),
+        ("Learned selector", metric_figure(named, style, [
+            ("tau (keep threshold on predicted P(informative))", ["select/learned/tau"]),
+            ("measured share of informative groups lost", ["select/learned/expected_lost"]),
+            ("AUC of P(zero variance) over the run so far", ["select/learned/auc"]),
+            ("skip rate", ["select/learned/skip_frac"])], smooth=True)),
+        ("Learned selector: calibration", calibration_figure(named, style)),
         ("DOTS", metric_figure(named, style, [
             ("predictor Pearson r (held-out references)", ["select/dots/pearson"]),
             ("chosen prompts: informative share", ["select/dots/chosen_informative_frac"])], smooth=True)),

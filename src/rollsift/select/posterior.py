@@ -19,7 +19,8 @@ tau (the ``floor`` draws) are an unbiased sample of the skipped ones, so the ski
 informative rate of those explored groups (decayed by 0.95 a step, with 2 pseudo-groups at the
 model's mean q), over that plus the informative groups actually rolled out. The Beta model ranks
 the prompts; the exploration keeps the budget honest when the model is miscalibrated (as under a
-drift that makes easy prompts easier, where evidence decaying toward the prior overstates q).
+drift that makes easy prompts easier, where evidence decaying toward the prior overstates q). The
+controller is ``select/budget.py`` (shared with the learned selector).
 
 Evidence fades as the policy moves: before each update, and when read, a prompt's counts are
 multiplied by ``lambda ** (versions since they were last updated)``, ``lambda = 0.5 ** (1 /
@@ -51,6 +52,7 @@ import numpy as np
 
 from ..configlib import ConfigError, check_positive, check_range, doc
 from ..records import Context, Decision, Group, Prompt, Selection
+from .budget import EXPLORE_DECAY, EXPLORE_PRIOR, LostShareBudget  # noqa: F401 - the constants, re-exported
 
 
 @dataclass
@@ -112,10 +114,6 @@ def fit_beta(k: np.ndarray, n: np.ndarray, default: tuple[float, float]) -> tupl
     return float(np.clip(mu * s, 0.02, 100.0)), float(np.clip((1 - mu) * s, 0.02, 100.0))
 
 
-EXPLORE_DECAY = 0.95  # per step: the explored groups' informative rate follows the policy (half-life ~14 steps)
-EXPLORE_PRIOR = 2.0  # pseudo-groups at the model's mean q of the prompts below tau
-
-
 class PosteriorSelector:
     scope = "stream"
     uses_history = True
@@ -123,14 +121,16 @@ class PosteriorSelector:
     def __init__(self, cfg: PosteriorConfig | None = None, seed: int = 0) -> None:
         self.cfg = cfg or PosteriorConfig()
         self.rng = np.random.default_rng(seed)
-        self.tau = self.cfg.tau_start
+        c = self.cfg
+        self.budget = LostShareBudget(c.tau_start, c.step_size, c.max_tau, c.max_lost, c.floor)  # tau and its controller
         self.lam = 0.5 ** (1.0 / self.cfg.half_life)
         self.prior = (self.cfg.prior_alpha, self.cfg.prior_beta)
-        self._step = {"examined": 0.0, "skipped": 0.0, "below": 0.0, "below_q": 0.0}
-        self.explored: list[str] = []  # this step's prompts kept although q < tau (an unbiased sample of the skipped)
-        self.explore_n = self.explore_hits = 0.0  # decayed explored groups, and how many were informative
         self._last: dict[str, float] = {}
         self._reset_cache()
+
+    @property
+    def tau(self) -> float:
+        return self.budget.tau
 
     # ------------------------------------------------------------------ the history cache
     def _reset_cache(self) -> None:
@@ -213,80 +213,50 @@ class PosteriorSelector:
             raise ValueError("the posterior selector needs the group size: pass Context(n=...) (the pipeline does)")
         a, b, seen = self.posterior([p.id for p in candidates], ctx.policy_version)
         q = informative_probability(a, b, ctx.n)
-        below = seen & (q < self.tau)
-        keep = np.where(below, self.cfg.floor, 1.0)
+        below, keep = self.budget.keep_probability(q, seen)
         u = self.rng.random(len(candidates))
         chosen, decisions = [], []
-        st = self._step
         for i, p in enumerate(candidates):
             kept = bool(u[i] < keep[i])
             reason = ("no_history" if not seen[i] else "likely" if keep[i] >= 1.0 else "explore") if kept \
                 else "unlikely"
             decisions.append(Decision(p.id, kept, reason, float(keep[i])))
-            st["examined"] += 1
-            if below[i]:
-                st["below"] += 1
-                st["below_q"] += float(q[i])
-                if kept:
-                    self.explored.append(p.id)
+            self.budget.note(p.id, float(q[i]), bool(below[i]), kept)
             if kept:
                 chosen.append(p)
                 if len(chosen) == budget:
                     break
-            else:
-                st["skipped"] += 1
         return Selection(tuple(chosen), tuple(decisions))
 
     def lost_share(self, informative_kept: float) -> float:
-        """This step's share of informative groups lost, measured: the skipped prompts count at the
-        informative rate of the explored ones (kept at random below tau: an unbiased sample of them)."""
-        st = self._step
-        prior = st["below_q"] / st["below"] if st["below"] else 0.0
-        rate = (self.explore_hits + EXPLORE_PRIOR * prior) / (self.explore_n + EXPLORE_PRIOR)
-        lost = st["skipped"] * rate
-        return lost / (lost + informative_kept) if lost + informative_kept > 0 else 0.0
+        """This step's measured share of informative groups lost (``LostShareBudget.lost_share``)."""
+        return self.budget.lost_share(informative_kept)
 
     def tell(self, groups: Sequence[Group], ledger: Any, ctx: Context) -> None:
         """After the update: fold the step's groups into the posteriors, move tau toward the budget."""
-        explored = set(self.explored)
-        self.explore_n *= EXPLORE_DECAY
-        self.explore_hits *= EXPLORE_DECAY
-        for g in groups:
-            if g.prompt_id in explored:
-                self.explore_n += 1
-                self.explore_hits += not g.is_zero_variance
-        self.explored = []
+        self.budget.observe(groups)
         if not self.synced:
             self.sync(ledger)  # the ledger already holds this step's groups
         elif groups:
             self._add([g.prompt_id for g in groups], np.array([sum(g.correct) for g in groups]),
                       np.array([g.n for g in groups]), np.array([g.policy_version for g in groups]), ctx.step)
-        st, cfg = self._step, self.cfg
-        lost = self.lost_share(sum(not g.is_zero_variance for g in groups))
-        if st["examined"]:
-            self.tau *= (1 - cfg.step_size) if lost > cfg.max_lost else (1 + cfg.step_size)
-            self.tau = float(np.clip(self.tau, 1e-4, cfg.max_tau))
+        lost, st = self.budget.end_step(groups)
         self._last = {
             "select/posterior/tau": self.tau, "select/posterior/expected_lost": lost,
             "select/posterior/skip_frac": st["skipped"] / st["examined"] if st["examined"] else 0.0,
             "select/posterior/examined": st["examined"], "select/posterior/prior_alpha": self.prior[0],
             "select/posterior/prior_beta": self.prior[1], "select/posterior/tracked_prompts": float(len(self.slot)),
         }
-        self._step = dict.fromkeys(st, 0.0)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        return {"tau": self.tau, "prior": list(self.prior), "rng": self.rng.bit_generator.state,
-                "step": dict(self._step), "last": dict(self._last), "explored": list(self.explored),
-                "explore": [self.explore_n, self.explore_hits]}
+        return {**self.budget.state_dict(), "prior": list(self.prior), "rng": self.rng.bit_generator.state,
+                "last": dict(self._last)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.tau = float(state["tau"])
+        self.budget.load_state_dict(state)
         self.rng.bit_generator.state = state["rng"]
-        self._step = {k: float(v) for k, v in state["step"].items()}
         self._last = dict(state["last"])
-        self.explored = list(state["explored"])
-        self.explore_n, self.explore_hits = (float(x) for x in state["explore"])
         self._reset_cache()  # rebuilt from the ledger at the next call
         self.prior = tuple(state["prior"])
 
