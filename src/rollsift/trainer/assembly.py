@@ -204,6 +204,7 @@ class Rollouts:
     reward: Any
     reward_stats: Any
     pipeline: RolloutPipeline
+    train: list[Prompt]  # the pool the pipeline walks: the data's prompts that fit the context
 
 
 def seed_everything(seed: int) -> None:
@@ -223,11 +224,33 @@ def assemble_rollouts(cfg: RunConfig, train: list[Prompt], ledger: Any, out: Pat
     device = resolve_device(cfg.device) if device is None else device
     model, tokenizer = load_model(cfg.model, device)
     generator = HFGenerator(model, tokenizer, max_batch_rows=256, seed=seed_of("generator", cfg.seed))
+    train = fit_context(train, model, generator, cfg, "training prompts")
+    ledger.register_pool([p.id for p in train], labels=[p.meta.get("difficulty") for p in train])
     reward, stats = cfg.reward.build(), RewardStats()
     pipeline = RolloutPipeline.from_config(
         cfg, train, ledger, generator=generator, score_fn=lambda p, cs: score_group(reward, p, cs, stats=stats),
         bind={"model": model, "tokenizer": tokenizer, "encode": generator.encode, "out": out, "device": device})
-    return Rollouts(model, tokenizer, device, generator, reward, stats, pipeline)
+    return Rollouts(model, tokenizer, device, generator, reward, stats, pipeline, train)
+
+
+def fit_context(prompts: list[Prompt], model: Any, generator: Any, cfg: RunConfig, what: str) -> list[Prompt]:
+    """The prompts that fit the model's positions with ``sampling.max_new_tokens`` to spare, counted
+    as generation encodes them; the others are dropped with one warning (verl's
+    ``data.filter_overlong_prompts``). None fitting is an error: training on nothing is no run."""
+    from ..data_filters import filter_overlong, max_prompt_tokens_for
+
+    try:
+        limit = max_prompt_tokens_for(model.config, cfg.sampling.max_new_tokens)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if limit is None or not prompts:
+        return prompts
+    kept, dropped = filter_overlong(prompts, generator.encode, limit, what=what)
+    if dropped and not kept:
+        raise ConfigError(f"all {dropped} {what} are longer than {limit} tokens, the model's "
+                          f"{limit + cfg.sampling.max_new_tokens} positions less sampling.max_new_tokens = "
+                          f"{cfg.sampling.max_new_tokens}; lower sampling.max_new_tokens or use shorter prompts")
+    return kept
 
 
 def build(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> Run:
@@ -257,8 +280,8 @@ def build(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> Run:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         ledger = _open_run_ledger(rundir, resume)
-        ledger.register_pool([p.id for p in train], labels=[p.meta.get("difficulty") for p in train])
-        r = assemble_rollouts(cfg, train, ledger, rundir.path, device)
+        r = assemble_rollouts(cfg, train, ledger, rundir.path, device)  # drops overlong prompts, registers the pool
+        evals = fit_context(evals, r.model, r.generator, cfg, "held-out prompts")
         learner = PolicyLearner(r.model, r.generator.encode, cfg.learner, temperature=cfg.sampling.temperature,
                                 pad_id=r.generator.pad_id, seed=seed_of("learner", cfg.seed))
         log = RunLog(cfg.out, progress=cfg.log.progress, tensorboard=cfg.log.tensorboard, total_steps=cfg.steps)
