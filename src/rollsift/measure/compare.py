@@ -311,6 +311,7 @@ def summarize(preset: Preset, runs: Sequence[tuple[RunSpec, int, Any]], command:
         entry["ratios"] = {k: _ratio(ref_seeds, seeds_, k) for k in _COSTS}
         entry["per_step"] = {k: ratio_interval([ref_seeds.get(s["seed"], {}).get(k) for s in seeds_],
                                                [s.get(k) for s in seeds_]) for k in _PER_STEP}
+        entry["at_budget"] = at_budgets(ref_seeds, seeds_)
     return {
         "schema": "rollsift.compare/2",
         "preset": preset.name,
@@ -344,6 +345,51 @@ def _ratio(ref_seeds: dict[int, dict], seeds: Sequence[dict], cost: str) -> dict
     return r
 
 
+# Held-out accuracy at equal rollouts: fractions of the reference's rollouts (same seed, at its last evaluation).
+BUDGETS = (0.25, 0.5, 1.0)
+
+
+def accuracy_at(curve: Sequence[dict], rollouts: float) -> float | None:
+    """Held-out accuracy at ``rollouts`` spent, on the straight line between the evaluations around it;
+    None past the run's last evaluation (it never spent that much)."""
+    pts = [(c["rollouts"], c["accuracy"]) for c in curve]
+    if not pts or rollouts > pts[-1][0]:
+        return None
+    if rollouts <= pts[0][0]:
+        return pts[0][1]
+    for (r0, a0), (r1, a1) in zip(pts, pts[1:]):
+        if r0 <= rollouts <= r1:
+            return a0 if r1 == r0 else a0 + (a1 - a0) * (rollouts - r0) / (r1 - r0)
+    return None
+
+
+def at_budgets(ref_seeds: dict[int, dict], seeds: Sequence[dict]) -> list[dict[str, Any]]:
+    """Per budget (``BUDGETS`` x the reference's rollouts, per seed): the run's held-out accuracy there and its
+    difference from the reference's, paired by seed, with a 95% interval and a verdict ("better" / "worse"
+    only where the interval excludes 0). A seed whose run ended before spending the budget is counted in
+    ``seeds_not_reached``: a figure at equal budgets needs both runs to have spent it."""
+    out = []
+    for frac in BUDGETS:
+        accs, diffs, missing = [], [], 0
+        for s in seeds:
+            ref_curve = ref_seeds.get(s["seed"], {}).get("curve") or []
+            if not ref_curve or not ref_curve[-1]["rollouts"]:
+                continue
+            budget = frac * ref_curve[-1]["rollouts"]
+            a, r = accuracy_at(s.get("curve") or [], budget), accuracy_at(ref_curve, budget)
+            if a is None:
+                missing += 1
+                continue
+            accs.append(a)
+            diffs.append(a - r)
+        d = mean_interval(diffs)
+        d["verdict"] = ("no difference shown" if d["lo"] is None or d["lo"] <= 0 <= d["hi"]
+                        else "better" if d["lo"] > 0 else "worse") if d["lo"] is not None else "not measured"
+        d["seeds_not_reached"] = missing
+        out.append({"fraction": frac, "accuracy": mean_interval(accs), "difference": d})
+    return out
+
+
 def target(reference_best: float | None) -> float | None:
     """The accuracy a seed's runs must reach: TARGET_FRACTION x the reference's best (None without one)."""
     return None if reference_best is None else TARGET_FRACTION * reference_best
@@ -369,6 +415,23 @@ def print_table(summary: dict[str, Any]) -> None:
     for r in rows:
         t.add_row(*r)
     Console(width=240).print(t)
+    b = Table(title="held-out accuracy at equal rollouts (fraction of the reference's, per seed): the run's, and its "
+                    "difference from the reference's with a 95% interval, paired by seed")
+    b.add_column("run", justify="left")
+    for frac in BUDGETS:
+        b.add_column(f"at {frac:.0%}", justify="right")
+    for e in summary["runs"]:
+        cells = []
+        for x in e.get("at_budget", []):
+            a, d = x["accuracy"], x["difference"]
+            if a["mean"] is None:
+                cells.append(f"not reached ({d['seeds_not_reached']} seeds)")
+                continue
+            iv = f" [{d['lo']:+.3f}, {d['hi']:+.3f}]" if d["lo"] is not None else ""
+            miss = f", {d['seeds_not_reached']} not reached" if d["seeds_not_reached"] else ""
+            cells.append(f"{a['mean']:.3f} ({d['mean']:+.3f}{iv}, {d['verdict']}{miss})")
+        b.add_row(e["name"], *cells)
+    Console(width=240).print(b)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
