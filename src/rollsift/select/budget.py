@@ -17,6 +17,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..records import Decision, Prompt, Selection
+
 EXPLORE_DECAY = 0.95  # per step: the explored groups' informative rate follows the policy (half-life ~14 steps)
 EXPLORE_PRIOR = 2.0  # pseudo-groups at the model's mean q of the prompts below tau
 
@@ -34,6 +36,25 @@ class LostShareBudget:
         """(below [P]: seen and q < tau, keep [P]: floor below tau, else 1)."""
         below = seen & (q < self.tau)
         return below, np.where(below, self.floor, 1.0)
+
+    def choose(self, candidates: Sequence[Prompt], q: np.ndarray, seen: np.ndarray, budget: int,
+               rng: np.random.Generator) -> Selection:
+        """Keep candidates in order until ``budget`` are kept: each with probability 1 (``q >= tau`` or no
+        history) or ``floor`` (one uniform draw per candidate from ``rng``), every decision noted."""
+        below, keep = self.keep_probability(q, seen)
+        u = rng.random(len(candidates))
+        chosen, decisions = [], []
+        for i, p in enumerate(candidates):
+            kept = bool(u[i] < keep[i])
+            reason = ("no_history" if not seen[i] else "likely" if keep[i] >= 1.0 else "explore") if kept \
+                else "unlikely"
+            decisions.append(Decision(p.id, kept, reason, float(keep[i])))
+            self.note(p.id, float(q[i]), bool(below[i]), kept)
+            if kept:
+                chosen.append(p)
+                if len(chosen) == budget:
+                    break
+        return Selection(tuple(chosen), tuple(decisions))
 
     def note(self, prompt_id: str, q: float, below: bool, kept: bool) -> None:
         """One decision of the step (in order)."""

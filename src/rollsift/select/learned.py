@@ -35,7 +35,7 @@ from typing import Any, Literal, Mapping, Sequence
 import numpy as np
 
 from ..configlib import check_positive, check_range, doc
-from ..records import Context, Decision, Group, Prompt, Selection
+from ..records import Context, Group, Prompt, Selection
 from .budget import LostShareBudget
 from .learned_model import Calibration, OnlineLogistic
 
@@ -174,20 +174,7 @@ class LearnedSelector:
             self.sync(ledger)
         z, seen = self.predict([p.id for p in candidates], ctx.policy_version, ctx.step)
         q = np.where(seen, 1.0 - z, 1.0)
-        below, keep = self.budget.keep_probability(q, seen)
-        u = self.rng.random(len(candidates))
-        chosen, decisions = [], []
-        for i, p in enumerate(candidates):
-            kept = bool(u[i] < keep[i])
-            reason = ("no_history" if not seen[i] else "likely" if keep[i] >= 1.0 else "explore") if kept \
-                else "unlikely"
-            decisions.append(Decision(p.id, kept, reason, float(keep[i])))
-            self.budget.note(p.id, float(q[i]), bool(below[i]), kept)
-            if kept:
-                chosen.append(p)
-                if len(chosen) == budget:
-                    break
-        return Selection(tuple(chosen), tuple(decisions))
+        return self.budget.choose(candidates, q, seen, budget, self.rng)
 
     def tell(self, groups: Sequence[Group], ledger: Any, ctx: Context) -> None:
         """After the update: train on the step's groups (features before them), fold them in, move tau."""

@@ -51,7 +51,7 @@ from typing import Any, Literal, Mapping, Sequence
 import numpy as np
 
 from ..configlib import ConfigError, check_positive, check_range, doc
-from ..records import Context, Decision, Group, Prompt, Selection
+from ..records import Context, Group, Prompt, Selection
 from .budget import EXPLORE_DECAY, EXPLORE_PRIOR, LostShareBudget  # noqa: F401 - the constants, re-exported
 
 
@@ -213,20 +213,7 @@ class PosteriorSelector:
             raise ValueError("the posterior selector needs the group size: pass Context(n=...) (the pipeline does)")
         a, b, seen = self.posterior([p.id for p in candidates], ctx.policy_version)
         q = informative_probability(a, b, ctx.n)
-        below, keep = self.budget.keep_probability(q, seen)
-        u = self.rng.random(len(candidates))
-        chosen, decisions = [], []
-        for i, p in enumerate(candidates):
-            kept = bool(u[i] < keep[i])
-            reason = ("no_history" if not seen[i] else "likely" if keep[i] >= 1.0 else "explore") if kept \
-                else "unlikely"
-            decisions.append(Decision(p.id, kept, reason, float(keep[i])))
-            self.budget.note(p.id, float(q[i]), bool(below[i]), kept)
-            if kept:
-                chosen.append(p)
-                if len(chosen) == budget:
-                    break
-        return Selection(tuple(chosen), tuple(decisions))
+        return self.budget.choose(candidates, q, seen, budget, self.rng)
 
     def lost_share(self, informative_kept: float) -> float:
         """This step's measured share of informative groups lost (``LostShareBudget.lost_share``)."""
