@@ -361,3 +361,17 @@ def test_accuracy_at_equal_rollout_budgets_paired_by_seed(tmp_path, capsys):
     cmp.print_table(s)
     assert "not reached (3 seeds)" in capsys.readouterr().out
     assert cmp.accuracy_at([{"rollouts": 0, "accuracy": 0.4}, {"rollouts": 100, "accuracy": 0.6}], 25) == pytest.approx(0.45)
+
+
+def test_realistic_preset_is_the_long_horizon_at_the_recalibrated_settings():
+    """The recalibrated testbed (docs/testbed.md): lr 2e-5, training and evaluation at T = 1.5, 300 steps."""
+    cfgs = {s.name: c for s, _, c in cmp.plan(PRESETS["realistic"], "/tmp/x/runs", 1, None, [])}
+    assert set(cfgs) == {"grpo", "dynamic", "greso", "posterior"} and PRESETS["realistic"].reference == "dynamic"
+    for c in cfgs.values():
+        assert c.learner.lr == 2e-5 and c.sampling.temperature == 1.5 and c.eval.temperature == 1.5
+        assert c.steps == 300 and c.threads == 1
+    assert cfgs["grpo"].filters == [] and all(cfgs[k].filter_names == ["dynamic"] for k in ("dynamic", "greso", "posterior"))
+    assert type(cfgs["greso"].selector).__name__ == "GresoConfig"
+    # a user's --set still wins over the preset's
+    [(_, _, c)] = cmp.plan(PRESETS["realistic"], "/tmp/x/runs", 1, ["dynamic"], ["sampling.temperature=1.0"])
+    assert c.sampling.temperature == 1.0 and c.learner.lr == 2e-5

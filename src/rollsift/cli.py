@@ -177,6 +177,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--data", default=None, metavar="FILE", help="a prompt file instead of the testbed pool (first --prompts rows)")
     r.add_argument("--max-new-tokens", type=int, default=64)
     r.add_argument("--max-batch-rows", type=int, default=512, help="rows decoded together (lower it for a large model)")
+    r.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
+    r.add_argument("--group", type=int, default=8,
+                   help="group size of the noise-floor transition table (default 8; use --n above it)")
 
     lg = sub.add_parser("ledger", help="inspect a run's ledger")
     lgs = lg.add_subparsers(dest="ledger_cmd", required=True)
